@@ -1,0 +1,1 @@
+"""The built-in plugins of cellscape, one subpackage per stage; each is registered through an entry point."""
