@@ -57,6 +57,7 @@ __all__ = [
     "SpecIssue",
     "StepError",
     "StoreError",
+    "SurfaceMesh",
     "Table",
     "TetMesh",
     "Tetrahedralizer",

@@ -93,8 +93,8 @@ def param(
     if isinstance(default, (list, dict)):
         factory = type(default)
         snapshot = default
-        return attrs.field(factory=lambda: factory(snapshot), metadata=meta, validator=_field_validator)
-    return attrs.field(default=default, metadata=meta, validator=_field_validator)
+        return attrs.field(factory=lambda: factory(snapshot), metadata=meta, validator=_field_validator, kw_only=True)
+    return attrs.field(default=default, metadata=meta, validator=_field_validator, kw_only=True)
 
 
 def _field_validator(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -131,7 +131,7 @@ def _check_limits(attribute: attrs.Attribute, value: Any) -> list[str]:
             ("<=", meta["le"], lambda x, b: x <= b), ("<", meta["lt"], lambda x, b: x < b),
         ):
             if bound is not None and not ok(number, bound):
-                problems.append(f"{number!r} is out of range: must be {op} {bound:g}")
+                problems.append(f"{number:g} is out of range: must be {op} {bound:g}")
     return problems
 
 

@@ -1,0 +1,146 @@
+"""The run report: one self-contained HTML page per run directory.
+
+The page shows the spec, the provenance of every step (method, version,
+parameters, seeds, timings, cached or computed), tables, and figures. The
+core draws nothing itself: figures come from the figure makers plugins
+register for each artefact kind (``registry.add_figure``). Figures are
+cached by the content hash of what they show, so rebuilding the report of an
+unchanged run only rewrites the HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ._data import Artefact, Table
+from ._errors import InputError
+from ._payload import atomic_write
+from ._registry import Registry, get_registry
+from ._store import Store
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+.meta{color:#666} table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f5f5f5} code,pre{background:#f7f7f7;font-size:.85rem} pre{padding:.6rem;overflow:auto}
+.cached{color:#2a7} .computed{color:#27a} figure{display:inline-block;margin:.5rem;vertical-align:top}
+figure img{max-width:520px;border:1px solid #eee} figcaption{font-size:.8rem;color:#555}
+.error{color:#b00}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table_html(table: Table, max_rows: int = 200) -> str:
+    names = list(table.columns)
+    head = "".join(f"<th>{_esc(n)}{' [' + _esc(table.units[n]) + ']' if table.units.get(n) else ''}</th>" for n in names)
+    rows = []
+    for row in table.rows()[:max_rows]:
+        cells = []
+        for name in names:
+            value = row[name]
+            cells.append(f"<td>{value:.6g}</td>" if isinstance(value, float) else f"<td>{_esc(value)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    more = f"<p class='meta'>{table.n_rows - max_rows} more rows not shown</p>" if table.n_rows > max_rows else ""
+    title = f"<p><b>{_esc(table.title)}</b></p>" if table.title else ""
+    return f"{title}<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
+
+
+def _figures(artefact: Artefact, digest: str, title: str, inputs: dict[str, Artefact], input_hashes: list[str],
+             registry: Registry, figure_root: Path) -> tuple[list[Path], list[str]]:
+    paths: list[Path] = []
+    errors: list[str] = []
+    for maker in registry.figure_makers(artefact):
+        ident = f"{maker.__module__}.{maker.__qualname__}|{digest}|{'|'.join(sorted(input_hashes))}|{title}"
+        folder = figure_root / hashlib.sha256(ident.encode()).hexdigest()[:20]
+        if not (folder / ".complete").exists():
+            figure_root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".fig-", dir=figure_root) as tmp:
+                try:
+                    made = maker(artefact, Path(tmp), title=title, inputs=inputs)
+                except Exception as exc:  # a figure that fails must not hide the others
+                    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                    errors.append(f"{maker.__module__}.{maker.__qualname__} failed: {detail}")
+                    continue
+                (Path(tmp) / ".complete").write_text("\n".join(Path(p).name for p in made))
+                if folder.exists():
+                    shutil.rmtree(folder)
+                Path(tmp).rename(folder)
+                Path(tmp).mkdir()  # TemporaryDirectory removes it on exit
+        names = [n for n in (folder / ".complete").read_text().splitlines() if n]
+        paths.extend(folder / n for n in names)
+    return paths, errors
+
+
+def build_report(run_dir: str | Path, registry: Registry | None = None) -> Path:
+    """Write ``run_dir/report/index.html`` (images embedded, PNGs also under report/figures/)."""
+    run_dir = Path(run_dir)
+    provenance_path = run_dir / "provenance.json"
+    if not provenance_path.exists():
+        raise InputError(f"{run_dir}: no provenance.json here; is it a cellscape run directory?")
+    provenance = json.loads(provenance_path.read_text())
+    registry = registry or get_registry()
+    store = Store(run_dir / "store")
+    report_dir = run_dir / "report"
+    figure_root = report_dir / "figures"
+    cache: dict[str, Artefact] = {}
+
+    def load(digest: str) -> Artefact:
+        if digest not in cache:
+            cache[digest] = store.get(digest, verify=False)
+        return cache[digest]
+
+    spec = provenance["spec"]
+    parts = [
+        f"<h1>cellscape run: {_esc(spec['name'])}</h1>",
+        f"<p class='meta'>spec {_esc(spec['path'])} (sha256 {spec['sha256'][:12]}) · cellscape "
+        f"{_esc(provenance['cellscape'])} · host {_esc(provenance['host']['hostname'])} · "
+        f"wall time {provenance.get('wall_time_s', '?')} s</p>",
+        "<h2>Steps</h2><table><tr><th>step</th><th>method</th><th>version</th><th>status</th><th>time [s]</th>"
+        "<th>parameters</th></tr>",
+    ]
+    for step in provenance["steps"]:
+        parts.append(
+            f"<tr><td>{_esc(step['id'])}</td><td>{_esc(step['method'])}</td><td>{_esc(step['version'])}</td>"
+            f"<td class='{step['status']}'>{step['status']}</td><td>{step.get('time_s') or 0:.2f}</td>"
+            f"<td><code>{_esc(json.dumps(step['params'], sort_keys=True))}</code></td></tr>"
+        )
+    parts.append("</table>")
+    for step in provenance["steps"]:
+        parts.append(f"<h2 id='{_esc(step['id'])}'>{_esc(step['id'])} <small class='meta'>{_esc(step['method'])}</small></h2>")
+        inputs = {n: load(i["hash"]) for n, i in step["inputs"].items() if not i["hash"].startswith("file:")}
+        sources = ", ".join(f"{_esc(n)} ← {_esc(i['from'])}" for n, i in step["inputs"].items()) or "none"
+        parts.append(f"<p class='meta'>inputs: {sources}</p>")
+        for name, out in step["outputs"].items():
+            artefact = load(out["hash"])
+            parts.append(f"<h3>{_esc(name)} <small class='meta'>{_esc(type(artefact).__name__)} "
+                         f"{out['hash'][:12]}</small></h3>")
+            if isinstance(artefact, Table):
+                parts.append(_table_html(artefact))
+            title = f"{step['id']} · {name}"
+            pngs, errors = _figures(artefact, out["hash"], title, inputs,
+                                    [i["hash"] for i in step["inputs"].values()], registry, figure_root)
+            for png in pngs:
+                data = base64.b64encode(png.read_bytes()).decode()
+                caption = f"{png.parent.name}/{png.name}"
+                parts.append(f"<figure><img alt='{_esc(png.stem)}' src='data:image/png;base64,{data}'>"
+                             f"<figcaption>{_esc(caption)}</figcaption></figure>")
+            parts.extend(f"<p class='error'>{_esc(e)}</p>" for e in errors)
+    parts.append(f"<h2>Spec</h2><pre>{_esc(spec['text'])}</pre>")
+    parts.append(f"<h2>Host</h2><pre>{_esc(json.dumps(provenance['host'], indent=1))}</pre>")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cellscape · {_esc(spec['name'])}"
+            f"</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    index = report_dir / "index.html"
+    atomic_write(index, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return index

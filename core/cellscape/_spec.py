@@ -1,0 +1,437 @@
+"""Pipeline specs: loading (YAML with the safe loader, or TOML), validation, the step graph.
+
+A spec names steps; each runs one registered method on files or on other
+steps' outputs::
+
+    version: 1
+    vars: {seed: 1}
+    steps:
+      - id: cell
+        use: generate.phantom_cell
+        with: {shape: 64, seed: "${seed}"}
+      - id: tomogram
+        use: reconstruct.wbp
+        inputs: {tilts: tilts}           # the only output of step 'tilts'
+        save: tomogram.mrc               # relative to the run directory
+
+Validation collects every problem (schema, unknown methods, parameter
+types and ranges, inputs, save paths, cycles) with its file, line and key,
+and raises one SpecError listing them all. Nothing in a spec can run code:
+YAML is composed with the safe loader, so ``!!python/...`` tags are errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from ._errors import SpecError, SpecIssue
+from ._params import check_params
+from ._registry import Registry, get_registry
+
+__all__ = ["InputRef", "Spec", "Step", "load_spec", "validate_spec"]
+
+SCHEMA_PATH = Path(__file__).with_name("pipeline.schema.json")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+PathKey = tuple[str | int, ...]
+
+
+@attrs.frozen
+class InputRef:
+    """Where a step input comes from: another step's output or a file."""
+
+    step: str | None = None
+    output: str | None = None
+    file: Path | None = None
+
+    def describe(self) -> str:
+        return str(self.file) if self.file is not None else f"{self.step}.{self.output}"
+
+
+@attrs.frozen
+class Step:
+    """One validated step of a spec."""
+
+    id: str
+    use: str
+    params: dict[str, Any]
+    inputs: dict[str, InputRef]
+    save: dict[str, str]
+    line: int | None = None
+
+    def upstream(self) -> list[str]:
+        return sorted({ref.step for ref in self.inputs.values() if ref.step is not None})
+
+
+@attrs.frozen
+class Spec:
+    """A validated pipeline: its steps in dependency order."""
+
+    path: Path
+    text: str
+    name: str
+    description: str
+    steps: list[Step]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def mermaid(self) -> str:
+        """The step graph as Mermaid flowchart text."""
+        lines = ["flowchart TD"]
+        for step in self.steps:
+            lines.append(f'    {_mermaid_id(step.id)}["{step.id}<br/>{step.use}"]')
+        for step in self.steps:
+            for name, ref in step.inputs.items():
+                if ref.step is not None:
+                    lines.append(f"    {_mermaid_id(ref.step)} -->|{ref.output}→{name}| {_mermaid_id(step.id)}")
+                else:
+                    file_node = "file_" + hashlib.sha1(str(ref.file).encode()).hexdigest()[:8]
+                    lines.append(f'    {file_node}[("{ref.file.name}")] -->|{name}| {_mermaid_id(step.id)}')
+        return "\n".join(lines)
+
+
+def _mermaid_id(step_id: str) -> str:
+    return "s_" + re.sub(r"[^A-Za-z0-9_]", "_", step_id)
+
+
+# -- parsing with line numbers ----------------------------------------------
+class _Issues:
+    def __init__(self, file: str, lines: dict[PathKey, int]):
+        self.file = file
+        self.lines = lines
+        self.items: list[SpecIssue] = []
+
+    def line_of(self, path: PathKey) -> int | None:
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def add(self, path: PathKey, message: str) -> None:
+        key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+        self.items.append(SpecIssue(message, self.file, self.line_of(path), key or None))
+
+
+def _yaml_to_python(text: str, file: str) -> tuple[Any, dict[PathKey, int]]:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecIssue(f"malformed YAML: {problem}", file, line)]) from exc
+    if root is None:
+        raise SpecError([SpecIssue("the spec file is empty", file, 1)])
+    constructor = yaml.SafeLoader("")
+    lines: dict[PathKey, int] = {}
+    problems: list[SpecIssue] = []
+
+    def convert(node: yaml.Node, path: PathKey) -> Any:
+        lines[path] = node.start_mark.line + 1
+        expected = {yaml.MappingNode: "map", yaml.SequenceNode: "seq"}.get(type(node))
+        if expected and node.tag != f"tag:yaml.org,2002:{expected}":
+            problems.append(SpecIssue(
+                f"YAML tag {node.tag} is not allowed (specs cannot construct Python objects or run code)",
+                file, node.start_mark.line + 1,
+            ))
+            return None
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = constructor.construct_object(key_node, deep=True)
+                if key in result:
+                    problems.append(SpecIssue(f"duplicate key '{key}'", file, key_node.start_mark.line + 1, str(key)))
+                result[key] = convert(value_node, (*path, key))
+                lines[(*path, key)] = key_node.start_mark.line + 1
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            problems.append(SpecIssue(
+                f"YAML tag {node.tag} is not allowed (specs cannot construct Python objects or run code)",
+                file, node.start_mark.line + 1,
+            ))
+            del exc
+            return None
+
+    data = convert(root, ())
+    if problems:
+        raise SpecError(problems)
+    return data, lines
+
+
+def _toml_to_python(text: str, file: str) -> tuple[Any, dict[PathKey, int]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise SpecError([SpecIssue(f"malformed TOML: {exc}", file, int(match.group(1)) if match else None)]) from exc
+    # TOML parsers give no positions: find each key's line by scanning the text.
+    source = text.splitlines()
+    step_headers = [i + 1 for i, line in enumerate(source) if re.match(r"\s*\[\[\s*steps\s*\]\]", line)]
+    lines: dict[PathKey, int] = {}
+
+    def find(key: str, start: int) -> int | None:
+        pattern = re.compile(rf'^\s*(\[+\s*)?("?){re.escape(str(key))}\2\s*(=|\]|\.)')
+        inline = re.compile(rf'[{{,]\s*("?){re.escape(str(key))}\1\s*=')
+        for number in range(start, len(source) + 1):
+            if pattern.search(source[number - 1]) or inline.search(source[number - 1]):
+                return number
+        return None
+
+    def walk(value: Any, path: PathKey, start: int) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                line = find(key, start)
+                if line is not None:
+                    lines[(*path, key)] = line
+                walk(item, (*path, key), line or start)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                begin = step_headers[i] if path == ("steps",) and i < len(step_headers) else start
+                lines[(*path, i)] = begin
+                walk(item, (*path, i), begin)
+
+    walk(data, (), 1)
+    return data, lines
+
+
+def _parse(path: Path) -> tuple[str, Any, dict[PathKey, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue("spec file not found", str(path))]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue(f"cannot read spec file: {exc}", str(path))]) from exc
+    if path.suffix.lower() == ".toml":
+        data, lines = _toml_to_python(text, str(path))
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        data, lines = _yaml_to_python(text, str(path))
+    else:
+        raise SpecError([SpecIssue("spec files must end in .yaml, .yml or .toml", str(path))])
+    return text, data, lines
+
+
+# -- validation ---------------------------------------------------------------
+def _schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _check_schema(data: Any, issues: _Issues) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            allowed = sorted(error.schema.get("properties", {}))
+            for key in extra:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(allowed)}"
+                issues.add((*path, key), f"unknown key '{key}'{hint}")
+        elif error.validator == "oneOf" and path[:1] == ("steps",) and "inputs" in path:
+            issues.add(path, "an input must be a step reference ('step' or 'step.output') or {file: path}")
+        elif error.validator == "oneOf" and "save" in path:
+            issues.add(path, "save must be a path, or a mapping of output name to path")
+        else:
+            issues.add(path, error.message)
+
+
+def _substitute(value: Any, variables: Mapping[str, Any], path: PathKey, issues: _Issues) -> Any:
+    if isinstance(value, str):
+        whole = _VAR.fullmatch(value)
+        if whole:
+            name = whole.group(1)
+            if name not in variables:
+                issues.add(path, f"undefined variable '${{{name}}}' (define it under vars:)")
+                return value
+            return variables[name]
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in variables:
+                issues.add(path, f"undefined variable '${{{name}}}' (define it under vars:)")
+                return match.group(0)
+            return str(variables[name])
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables, (*path, k), issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, variables, (*path, i), issues) for i, v in enumerate(value)]
+    return value
+
+
+def _topological(steps: list[Step], issues: _Issues, index: dict[str, int]) -> list[Step]:
+    by_id = {s.id: s for s in steps}
+    remaining = {s.id: set(s.upstream()) & set(by_id) for s in steps}
+    ordered: list[Step] = []
+    while remaining:
+        ready = [sid for sid, deps in remaining.items() if not deps]
+        if not ready:
+            cycle = " → ".join(sorted(remaining))
+            for sid in sorted(remaining):
+                issues.add(("steps", index[sid], "inputs"), f"step '{sid}' is part of a dependency cycle ({cycle})")
+            return ordered
+        for sid in sorted(ready, key=lambda s: index[s]):
+            ordered.append(by_id[sid])
+            del remaining[sid]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    return ordered
+
+
+def _check_save(step_path: PathKey, use: str, outputs: Mapping[str, Any], save: Any, issues: _Issues) -> dict[str, str]:
+    from .io import _find
+
+    if save is None:
+        return {}
+    if isinstance(save, str):
+        if len(outputs) != 1:
+            issues.add((*step_path, "save"), f"{use} has outputs {', '.join(outputs)}: give save as a mapping output → path")
+            return {}
+        save = {next(iter(outputs)): save}
+    result = {}
+    for name, target in save.items():
+        if name not in outputs:
+            issues.add((*step_path, "save", name), f"{use} has no output '{name}'; outputs: {', '.join(outputs)}")
+            continue
+        try:
+            fmt = _find(Path(target), "write")
+        except Exception as exc:  # unsupported suffix: InputError with the list of formats
+            issues.add((*step_path, "save", name), str(exc))
+            continue
+        kind = outputs[name].kind
+        if fmt.kinds != ("*",) and kind.kind not in fmt.kinds:
+            issues.add((*step_path, "save", name), f"{fmt.name} files cannot hold a {kind.__name__} ('{target}')")
+            continue
+        result[name] = target
+    return result
+
+
+def _build(path: Path, text: str, data: Any, lines: dict[PathKey, int], registry: Registry) -> Spec:
+    issues = _Issues(str(path), lines)
+    _check_schema(data, issues)
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        raise SpecError(issues.items or [SpecIssue("the spec must be a mapping with a 'steps' list", str(path), 1)])
+    variables = data.get("vars") or {}
+    raw_steps = [s for s in data["steps"] if isinstance(s, dict) and isinstance(s.get("id"), str)]
+    index: dict[str, int] = {}
+    for i, raw in enumerate(data["steps"]):
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            if raw["id"] in index:
+                issues.add(("steps", i, "id"), f"duplicate step id '{raw['id']}' (first at step {index[raw['id']] + 1})")
+            else:
+                index[raw["id"]] = i
+    entries = {sid: registry.methods.get(data["steps"][i].get("use", "")) for sid, i in index.items()}
+    steps: list[Step] = []
+    for raw in raw_steps:
+        i = index.get(raw["id"])
+        if i is None or data["steps"][i] is not raw:
+            continue
+        step_path: PathKey = ("steps", i)
+        use = raw.get("use")
+        entry = entries.get(raw["id"])
+        if entry is None:
+            if isinstance(use, str):
+                issues.add((*step_path, "use"), registry.unknown_message(use))
+            continue
+        cls = entry.cls
+        params_raw = _substitute(raw.get("with") or {}, variables, (*step_path, "with"), issues)
+        params: dict[str, Any] = {}
+        if isinstance(params_raw, dict):
+            params, problems = check_params(cls.Params, params_raw)
+            for key, message in problems:
+                where = (*step_path, "with", key) if key in params_raw else (*step_path, "with")
+                issues.add(where, f"{message} ({cls.name})")
+        ports = cls.input_ports()
+        inputs: dict[str, InputRef] = {}
+        raw_inputs = _substitute(raw.get("inputs") or {}, variables, (*step_path, "inputs"), issues)
+        for name, ref in (raw_inputs.items() if isinstance(raw_inputs, dict) else []):
+            where = (*step_path, "inputs", name)
+            if name not in ports:
+                close = difflib.get_close_matches(name, ports, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                issues.add(where, f"{cls.name} has no input '{name}'{hint}; inputs: {', '.join(ports) or 'none'}")
+                continue
+            if isinstance(ref, dict) and "file" in ref:
+                file = (path.parent / str(ref["file"])).resolve()
+                if not file.exists():
+                    issues.add(where, f"input file not found: {file}")
+                    continue
+                inputs[name] = InputRef(file=file)
+            elif isinstance(ref, str):
+                step_id, _, output = ref.partition(".")
+                if step_id not in index:
+                    close = difflib.get_close_matches(step_id, index, n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    file_hint = " (for a file write {file: ...})" if "/" in ref or "." in ref else ""
+                    issues.add(where, f"no step '{step_id}'{hint}{file_hint}")
+                    continue
+                upstream = entries.get(step_id)
+                if upstream is None:
+                    continue
+                outs = upstream.cls.output_ports()
+                if not output:
+                    if len(outs) != 1:
+                        issues.add(where, f"step '{step_id}' has outputs {', '.join(outs)}; write '{step_id}.<output>'")
+                        continue
+                    output = next(iter(outs))
+                if output not in outs:
+                    issues.add(where, f"step '{step_id}' ({upstream.name}) has no output '{output}'; outputs: {', '.join(outs)}")
+                    continue
+                if not issubclass(outs[output].kind, ports[name].kind):
+                    issues.add(where, f"'{step_id}.{output}' is a {outs[output].kind.__name__}, but input '{name}' of {cls.name} "
+                                      f"needs a {ports[name].kind.__name__}")
+                    continue
+                inputs[name] = InputRef(step=step_id, output=output)
+        for name, port in ports.items():
+            if not port.optional and name not in (raw_inputs or {}):
+                issues.add((*step_path, "inputs"), f"{cls.name} needs input '{name}' ({port.kind.__name__})")
+        raw_save = _substitute(raw.get("save"), variables, (*step_path, "save"), issues)
+        save = _check_save(step_path, cls.name, cls.output_ports(), raw_save, issues)
+        steps.append(Step(raw["id"], cls.name, params, inputs, save, issues.line_of(step_path)))
+    ordered = _topological(steps, issues, index)
+    if issues.items:
+        raise SpecError(sorted(issues.items, key=lambda i: (i.line or 0, i.key or "")))
+    name = data.get("name") or path.stem.replace(".", "_")
+    return Spec(path.resolve(), text, name, data.get("description", ""), ordered)
+
+
+def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
+    """Load and validate a spec; raise SpecError listing every problem found."""
+    path = Path(path)
+    text, data, lines = _parse(path)
+    return _build(path, text, data, lines, registry or get_registry())
+
+
+def validate_spec(path: str | Path, registry: Registry | None = None) -> list[SpecIssue]:
+    """Every problem of a spec (an empty list when it is valid)."""
+    try:
+        load_spec(path, registry)
+    except SpecError as exc:
+        return exc.issues
+    return []

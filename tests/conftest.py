@@ -1,0 +1,71 @@
+"""Shared fixtures: plugins installed the way a third party installs them (a dist-info with entry points)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import cellscape as cs
+import pytest
+from cellscape import _registry
+
+TOY_DIR = Path(__file__).parent / "core" / "toy"
+
+
+class PluginSite:
+    """A folder on sys.path holding fake installed distributions with cellscape entry points."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = root
+        self.monkeypatch = monkeypatch
+        root.mkdir(parents=True, exist_ok=True)
+        monkeypatch.syspath_prepend(str(TOY_DIR))
+        monkeypatch.syspath_prepend(str(root))
+
+    def install(self, dist: str, version: str, entry_points: Mapping[str, str]) -> None:
+        info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[cellscape]\n{lines}\n")
+        importlib.invalidate_caches()
+        _registry.reset_registry()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess that should see these distributions."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(self.root), str(TOY_DIR), env.get("PYTHONPATH", "")])
+        return env
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PluginSite]:
+    site = PluginSite(tmp_path / "site", monkeypatch)
+    yield site
+    for module in ("cellscape_toy", "cellscape_twin", "cellscape_broken", "cellscape_raises"):
+        sys.modules.pop(module, None)
+    _registry.reset_registry()
+
+
+@pytest.fixture
+def toy(plugin_site: PluginSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PluginSite:
+    """The toy plugin installed as distribution cellscape-toy 1.2.3; method runs are logged."""
+    plugin_site.install("cellscape-toy", "1.2.3", {"toy": "cellscape_toy"})
+    log = tmp_path / "toy.log"
+    monkeypatch.setenv("CELLSCAPE_TOY_LOG", str(log))
+    plugin_site.log = log  # type: ignore[attr-defined]
+    return plugin_site
+
+
+def toy_runs(site: PluginSite) -> list[str]:
+    log: Path = site.log  # type: ignore[attr-defined]
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.fixture
+def registry() -> cs.Registry:
+    return cs.get_registry()

@@ -1,0 +1,107 @@
+"""A toy third-party plugin used by the core tests: small, fast, deterministic methods.
+
+Each run of a method appends a line to $CELLSCAPE_TOY_LOG (when set), so tests
+can count what the runner recomputed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import attrs
+import cellscape as cs
+import numpy as np
+
+
+def _log(name: str) -> None:
+    path = os.environ.get("CELLSCAPE_TOY_LOG")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(name + "\n")
+
+
+@attrs.frozen
+class VolumeParams:
+    size: int = cs.param(8, ge=2, le=256, unit="voxel", help="edge length of the cube")
+    seed: int = cs.param(0, help="random seed")
+    sleep_s: float = cs.param(0.0, ge=0, unit="s", help="pause while computing (to test interruption)")
+
+
+class ToyVolume(cs.Generator):
+    """A seeded random cube."""
+
+    name = "generate.toy_volume"
+    Params = VolumeParams
+    outputs = {"volume": cs.Volume}
+
+    def generate(self) -> cs.Volume:
+        _log(self.name)
+        p = self.params
+        for _ in self.progress(range(20)):
+            time.sleep(p.sleep_s / 20)
+        rng = np.random.default_rng(p.seed)
+        return cs.Volume(rng.random((p.size,) * 3).astype(np.float32), voxel_size_nm=2.0)
+
+
+@attrs.frozen
+class ScaleParams:
+    factor: float = cs.param(2.0, gt=0, help="multiply every voxel by this")
+
+
+class ToyScale(cs.Filter):
+    """Multiply a volume by a factor."""
+
+    name = "filter.toy_scale"
+    Params = ScaleParams
+
+    def filter(self, volume: cs.Volume) -> cs.Volume:
+        _log(self.name)
+        return cs.Volume(volume.data * self.params.factor, volume.voxel_size_nm, volume.origin_nm)
+
+
+@attrs.frozen
+class CutParams:
+    level: float = cs.param(0.5, help="threshold")
+    mode: str = cs.param("above", choices=("above", "below"), help="which side is foreground")
+
+
+class ToyCut(cs.Segmenter):
+    """Threshold at a fixed level."""
+
+    name = "segment.toy_cut"
+    Params = CutParams
+
+    def segment(self, volume: cs.Volume) -> cs.Labels:
+        _log(self.name)
+        mask = volume.data > self.params.level if self.params.mode == "above" else volume.data < self.params.level
+        return cs.Labels(mask.astype(np.uint8), {1: "fg"}, volume.voxel_size_nm, volume.origin_nm)
+
+
+class ToyStats(cs.Analyzer):
+    """Mean and count of a volume (and labelled voxels)."""
+
+    name = "analyze.toy_stats"
+    inputs = {"volume": cs.Volume, "labels": cs.Port(cs.Labels, optional=True)}
+    outputs = {"table": cs.Table, "split": cs.Table}
+
+    def analyze(self, volume: cs.Volume, labels: cs.Labels | None = None) -> dict[str, cs.Table]:
+        _log(self.name)
+        n = 0 if labels is None else int((labels.data > 0).sum())
+        table = cs.Table({"quantity": np.array(["mean", "labelled"]), "value": np.array([volume.data.mean(), n])})
+        return {"table": table, "split": cs.Table({"x": np.arange(3.0)})}
+
+
+class ToyExplode(cs.Filter):
+    """Always fails (to test error reporting)."""
+
+    name = "filter.toy_explode"
+
+    def filter(self, volume: cs.Volume) -> cs.Volume:
+        raise RuntimeError("boom: the toy plugin failed on purpose")
+
+
+@cs.hookimpl
+def cellscape_register(registry: cs.Registrar) -> None:
+    for cls in (ToyVolume, ToyScale, ToyCut, ToyStats, ToyExplode):
+        registry.add_method(cls)
