@@ -12,6 +12,7 @@ suffix              artefacts                                   library
 .vtu                TetMesh, SurfaceMesh                        vtk
 .obj .stl .ply      SurfaceMesh                                 meshio
 .msh .xdmf          SurfaceMesh, TetMesh                        meshio
+.csv                Table (units in the header: "volume [um^3]")    csv
 .tlt .rawtlt        tilt angles (IMOD: one angle in ° per line) plain text
 ==================  ==========================================  ==========================
 """
@@ -59,10 +60,15 @@ def formats() -> list[Format]:
     return list(_FORMATS)
 
 
+_BUILTINS_LOADED = False
+
+
 def _load_builtin_formats() -> None:
-    if _FORMATS:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
         return
-    from . import _builtin  # noqa: F401  (registers the built-in formats)
+    _BUILTINS_LOADED = True
+    from . import _builtin, _table  # noqa: F401  (importing them registers the built-in formats)
 
 
 def _suffix_of(path: Path) -> str:
