@@ -1,4 +1,4 @@
-"""Built-in generate methods of cellscape."""
+"""Built-in generate methods: synthetic cells and tilt series."""
 
 from __future__ import annotations
 
@@ -8,3 +8,8 @@ import cellscape as cs
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the built-in generate methods."""
+    from .phantom_cell import PhantomCell
+    from .tilt_series import TiltSeriesProjector
+
+    registry.add_method(PhantomCell)
+    registry.add_method(TiltSeriesProjector)

@@ -1,4 +1,4 @@
-"""Built-in reconstruct methods of cellscape."""
+"""Built-in reconstruction methods: tilt series to tomogram."""
 
 from __future__ import annotations
 
@@ -7,4 +7,7 @@ import cellscape as cs
 
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    """Register the built-in reconstruct methods."""
+    """Register the built-in reconstruction methods."""
+    from .wbp import WeightedBackprojection
+
+    registry.add_method(WeightedBackprojection)
