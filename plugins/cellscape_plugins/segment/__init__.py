@@ -1,4 +1,4 @@
-"""Built-in segment methods of cellscape."""
+"""Built-in segmentation methods: volume to labels."""
 
 from __future__ import annotations
 
@@ -7,4 +7,9 @@ import cellscape as cs
 
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    """Register the built-in segment methods."""
+    """Register the built-in segmentation methods."""
+    from .threshold import Threshold
+    from .watershed import Watershed
+
+    registry.add_method(Threshold)
+    registry.add_method(Watershed)
