@@ -1,4 +1,4 @@
-"""Built-in mesh methods of cellscape."""
+"""Built-in meshing methods: labels to surfaces to tetrahedral volume meshes."""
 
 from __future__ import annotations
 
@@ -7,4 +7,9 @@ import cellscape as cs
 
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    """Register the built-in mesh methods."""
+    """Register the built-in meshing methods."""
+    from .marching_cubes import MarchingCubes
+    from .tetrahedralize import Tetrahedralize
+
+    registry.add_method(MarchingCubes)
+    registry.add_method(Tetrahedralize)

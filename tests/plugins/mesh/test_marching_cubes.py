@@ -1,0 +1,96 @@
+"""mesh.marching_cubes against analytic areas, volumes and topology."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cellscape as cs
+from cellscape_plugins.mesh.marching_cubes import signed_volume
+from cellscape_plugins.mesh.tetrahedralize import open_edges
+
+
+def area(mesh: cs.SurfaceMesh, marker: int | None = None) -> float:
+    t = mesh.triangles if marker is None else mesh.triangles[mesh.markers == marker]
+    a, b, c = (mesh.vertices[t[:, i]] for i in range(3))
+    return float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum() / 2)
+
+
+def euler(mesh: cs.SurfaceMesh) -> int:
+    t = mesh.triangles
+    edges = np.unique(np.sort(np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]]), axis=1), axis=0)
+    return len(np.unique(t)) - len(edges) + len(t)
+
+
+def grid(n: int):
+    return np.mgrid[:n, :n, :n] - (n - 1) / 2
+
+
+def test_ball_area_volume_topology_orientation() -> None:
+    z, y, x = grid(56)
+    radius, voxel = 20.0, 10.0
+    labels = cs.Labels((x**2 + y**2 + z**2 <= radius**2).astype(np.uint8), {1: "cell"}, voxel)
+    mesh = cs.method("mesh.marching_cubes")(labels)
+    r_nm = radius * voxel
+    assert area(mesh) == pytest.approx(4 * np.pi * r_nm**2, rel=0.03)
+    assert signed_volume(mesh.vertices, mesh.triangles) == pytest.approx(4 / 3 * np.pi * r_nm**3, rel=0.03)
+    assert euler(mesh) == 2
+    assert len(open_edges(mesh.triangles)) == 0
+    assert mesh.marker_names == {1: "cell"}
+    centre = mesh.vertices.mean(axis=0)
+    np.testing.assert_allclose(centre, [275.0, 275.0, 275.0], atol=2.0)  # (n-1)/2 voxels * 10 nm, in (x, y, z)
+
+
+def test_two_labels_two_markers_and_anisotropic_voxels() -> None:
+    z, y, x = grid(40)
+    data = np.zeros(z.shape, np.uint8)
+    data[(x + 9) ** 2 + y**2 + z**2 <= 49] = 2
+    data[(x - 9) ** 2 + y**2 + z**2 <= 49] = 5
+    labels = cs.Labels(data, {2: "mito", 5: "vesicle"}, (40.0, 4.0, 4.0))
+    mesh = cs.method("mesh.marching_cubes", sigma_voxels=0.5)(labels)
+    assert set(np.unique(mesh.markers)) == {2, 5}
+    assert mesh.marker_names == {2: "mito", 5: "vesicle"}
+    extent = np.ptp(mesh.vertices[np.unique(mesh.triangles[mesh.markers == 2])], axis=0)
+    assert extent[2] / extent[0] == pytest.approx(10.0, rel=0.2)  # z voxels are 10x longer
+    only = cs.method("mesh.marching_cubes", labels=[5])(labels)
+    assert set(np.unique(only.markers)) == {5}
+    union = cs.method("mesh.marching_cubes", mode="union")(labels)
+    assert set(np.unique(union.markers)) == {1}
+
+
+def test_torus_has_genus_one() -> None:
+    z, y, x = grid(60)
+    big, small = 16.0, 6.0
+    torus = (np.sqrt(x**2 + y**2) - big) ** 2 + z**2 <= small**2
+    mesh = cs.method("mesh.marching_cubes")(cs.Labels(torus.astype(np.uint8), {}, 1.0))
+    assert euler(mesh) == 0
+    assert signed_volume(mesh.vertices, mesh.triangles) == pytest.approx(2 * np.pi**2 * big * small**2, rel=0.05)
+
+
+def test_label_touching_border_is_closed_with_a_warning() -> None:
+    data = np.zeros((20, 20, 20), np.uint8)
+    data[:8, 5:15, 5:15] = 1
+    with pytest.warns(UserWarning, match="touch the volume border"):
+        mesh = cs.method("mesh.marching_cubes")(cs.Labels(data))
+    assert len(open_edges(mesh.triangles)) == 0
+
+
+def test_nested_labels_give_nested_surfaces() -> None:
+    z, y, x = grid(40)
+    data = np.zeros(z.shape, np.uint8)
+    data[x**2 + y**2 + z**2 <= 15**2] = 1
+    data[x**2 + y**2 + z**2 <= 6**2] = 2
+    mesh = cs.method("mesh.marching_cubes")(cs.Labels(data, {1: "cytosol", 2: "nucleus"}))
+    outer = signed_volume(mesh.vertices, mesh.triangles[mesh.markers == 1])
+    inner = signed_volume(mesh.vertices, mesh.triangles[mesh.markers == 2])
+    assert outer == pytest.approx(4 / 3 * np.pi * 15**3, rel=0.04)  # the cytosol's surface encloses the nucleus
+    assert inner == pytest.approx(4 / 3 * np.pi * 6**3, rel=0.1)
+
+
+def test_empty_selection_is_an_error() -> None:
+    labels = cs.Labels(np.zeros((8, 8, 8), np.uint8))
+    with pytest.raises(cs.InputError, match="no voxel has any non-zero label"):
+        cs.method("mesh.marching_cubes")(labels)
+    labels = cs.Labels(np.ones((8, 8, 8), np.uint8))
+    with pytest.raises(cs.InputError, match="no voxel has labels \\[3\\]; labels present: \\[1\\]"):
+        cs.method("mesh.marching_cubes", labels=[3])(labels)
