@@ -8,8 +8,9 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import cellscape as cs
 import pytest
+
+import cellscape as cs
 from cellscape import _registry
 
 TOY_DIR = Path(__file__).parent / "core" / "toy"

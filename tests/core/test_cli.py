@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from cellscape.cli import main
 from test_runner import write_spec
+
+from cellscape.cli import main
 
 
 def test_validate_ok_and_errors(toy, tmp_path, capsys) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import cellscape as cs
 import numpy as np
 import pytest
+
+import cellscape as cs
 from cellscape._payload import read_npz, write_npz
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import attrs
-import cellscape as cs
 import pytest
+
+import cellscape as cs
 from cellscape._params import build_params, check_params, param_infos, params_to_json
 
 

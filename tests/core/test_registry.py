@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 
-import cellscape as cs
 import numpy as np
 import pytest
+
+import cellscape as cs
 from cellscape import _registry
 from cellscape.cli import main
 

@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import cellscape as cs
 import numpy as np
 import pytest
+from conftest import toy_runs
+
+import cellscape as cs
 from cellscape._runner import Runner
 from cellscape._spec import load_spec
-from conftest import toy_runs
 
 SPEC = """\
 version: 1

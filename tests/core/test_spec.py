@@ -5,8 +5,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import cellscape as cs
 import pytest
+
+import cellscape as cs
 from cellscape._spec import load_spec, validate_spec
 
 GOOD = """\

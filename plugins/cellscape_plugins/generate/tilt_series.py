@@ -25,16 +25,16 @@ def tilt_angles(min_angle_deg: float, max_angle_deg: float, step_deg: float) -> 
         raise cs.InputError(f"generate.tilt_series: step_deg must be > 0, got {step_deg}")
     if min_angle_deg > max_angle_deg:
         raise cs.InputError(f"generate.tilt_series: min_angle_deg ({min_angle_deg}) > max_angle_deg ({max_angle_deg})")
-    count = int(math.floor((max_angle_deg - min_angle_deg) / step_deg + 1e-9)) + 1
+    count = math.floor((max_angle_deg - min_angle_deg) / step_deg + 1e-9) + 1
     return min_angle_deg + step_deg * np.arange(count)
 
 
-def project(volume: np.ndarray, angles_deg: np.ndarray, progress=iter) -> np.ndarray:  # noqa: ANN001
+def project(volume: np.ndarray, angles_deg: np.ndarray, progress=iter) -> np.ndarray:
     """Forward-project ``volume`` [z, y, x] at each angle; returns [n_angles, y, x] float32."""
     from scipy import ndimage
 
     nz, ny, nx = volume.shape
-    n_samples = int(math.ceil(math.hypot(nz, nx))) + 2
+    n_samples = math.ceil(math.hypot(nz, nx)) + 2
     centre_z, centre_x = (nz - 1) / 2, (nx - 1) / 2
     centre_t, centre_u = (n_samples - 1) / 2, (nx - 1) / 2
     data = np.asarray(volume, np.float32)

@@ -45,7 +45,7 @@ def surface_of_mask(mask: np.ndarray, voxel_size_nm: tuple[float, float, float],
     from scipy import ndimage
     from skimage import measure
 
-    pad = 2 + int(math.ceil(3 * sigma_voxels))
+    pad = 2 + math.ceil(3 * sigma_voxels)
     field = np.pad(mask.astype(np.float32), pad)
     if sigma_voxels > 0:
         field = ndimage.gaussian_filter(field, sigma_voxels)

@@ -67,7 +67,7 @@ def ramp_filter(n: int, name: str) -> np.ndarray:
 def filter_projections(projections: np.ndarray, name: str) -> np.ndarray:
     """Ramp-filter every row of every projection along u (the last axis)."""
     nu = projections.shape[-1]
-    n = max(64, 1 << int(math.ceil(math.log2(2 * nu))))
+    n = max(64, 1 << math.ceil(math.log2(2 * nu)))
     response = ramp_filter(n, name).astype(np.float32)
     spectrum = np.fft.rfft(projections, n=n, axis=-1)
     spectrum *= response[: n // 2 + 1]
@@ -75,7 +75,7 @@ def filter_projections(projections: np.ndarray, name: str) -> np.ndarray:
 
 
 def backproject(filtered: np.ndarray, angles_deg: np.ndarray, weights: np.ndarray, thickness: int,
-                z_offset: float = 0.0, progress=iter) -> np.ndarray:  # noqa: ANN001
+                z_offset: float = 0.0, progress=iter) -> np.ndarray:
     """Weighted backprojection of filtered projections [n, y, u] into a volume [thickness, y, u]."""
     n_angles, ny, nu = filtered.shape
     centre_u = (nu - 1) / 2

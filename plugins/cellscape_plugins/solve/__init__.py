@@ -1,4 +1,4 @@
-"""Built-in solve methods of cellscape."""
+"""Built-in solvers: finite elements on tetrahedral meshes."""
 
 from __future__ import annotations
 
@@ -7,4 +7,7 @@ import cellscape as cs
 
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    """Register the built-in solve methods."""
+    """Register the built-in solvers."""
+    from .diffusion import Diffusion
+
+    registry.add_method(Diffusion)

@@ -10,8 +10,9 @@ import os
 import time
 
 import attrs
-import cellscape as cs
 import numpy as np
+
+import cellscape as cs
 
 
 def _log(name: str) -> None:

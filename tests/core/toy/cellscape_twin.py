@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import cellscape as cs
 from cellscape_toy import ToyScale
+
+import cellscape as cs
 
 
 class TwinScale(ToyScale):

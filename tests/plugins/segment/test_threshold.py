@@ -54,7 +54,7 @@ def test_min_size_and_keep_largest() -> None:
     data[20:23, 20:23, 20:23] = 1.0  # 27 voxels
     data[25, 2, 2] = 1.0  # 1 voxel
     volume = cs.Volume(data)
-    count = lambda labels: ndimage.label(labels.data)[1]  # noqa: E731
+    count = lambda labels: ndimage.label(labels.data)[1]
     assert count(cs.method("segment.threshold", sigma_voxels=0)(volume)) == 3
     assert count(cs.method("segment.threshold", sigma_voxels=0, min_size_voxels=10)(volume)) == 2
     largest = cs.method("segment.threshold", sigma_voxels=0, keep_largest=True)(volume)

@@ -30,13 +30,13 @@ def test_distance_watershed_splits_two_balls() -> None:
 
 
 def test_without_mask_uses_otsu_foreground() -> None:
-    volume, _, a, b = two_touching_balls()
+    volume, _, _a, _b = two_touching_balls()
     instances = cs.method("segment.watershed", min_distance_voxels=6)(volume)
     assert instances.data.max() == 2
 
 
 def test_markers_fix_the_instance_count() -> None:
-    volume, mask, a, b = two_touching_balls()
+    volume, mask, _a, _b = two_touching_balls()
     markers = np.zeros(volume.shape, np.uint8)
     markers[24, 24, 10] = 1
     markers[24, 24, 24] = 2
@@ -46,7 +46,7 @@ def test_markers_fix_the_instance_count() -> None:
 
 
 def test_min_size_drops_small_instances_and_renumbers() -> None:
-    volume, mask, a, b = two_touching_balls()
+    volume, mask, _a, _b = two_touching_balls()
     data = mask.data.copy()
     data[2:4, 2:4, 2:4] = 1
     instances = cs.method("segment.watershed", min_distance_voxels=6, min_size_voxels=50)(volume, mask=cs.Labels(data))
@@ -54,7 +54,7 @@ def test_min_size_drops_small_instances_and_renumbers() -> None:
 
 
 def test_bad_input() -> None:
-    volume, mask, _, _ = two_touching_balls()
+    volume, _mask, _, _ = two_touching_balls()
     with pytest.raises(cs.InputError, match="input 'mask' has shape \\(4, 4, 4\\)"):
         cs.method("segment.watershed")(volume, mask=cs.Labels(np.ones((4, 4, 4), np.uint8)))
     with pytest.raises(cs.InputError, match="the mask is empty"):
