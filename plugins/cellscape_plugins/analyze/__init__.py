@@ -1,4 +1,4 @@
-"""Built-in analyze methods of cellscape."""
+"""Built-in analysis methods and the report figures of every artefact kind."""
 
 from __future__ import annotations
 
@@ -7,4 +7,10 @@ import cellscape as cs
 
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    """Register the built-in analyze methods."""
+    """Register analyze.summary and one figure maker per artefact kind (matplotlib loads only when drawing)."""
+    from . import figures
+    from .summary import Summary
+
+    registry.add_method(Summary)
+    for kind, maker in figures.FIGURE_MAKERS:
+        registry.add_figure(kind, maker)

@@ -54,6 +54,7 @@ class ThresholdParams:
     fill_holes: bool = cs.param(True, help="fill enclosed holes")
     min_size_voxels: int = cs.param(0, ge=0, unit="voxel", help="remove connected components smaller than this")
     keep_largest: bool = cs.param(False, help="keep only the largest connected component")
+    mask_erosion_voxels: int = cs.param(0, ge=0, unit="voxel", help="shrink the optional mask by this much first")
     class_name: str = cs.param("foreground", help="name of label 1 in the output")
 
 
@@ -62,8 +63,14 @@ class Threshold(cs.Segmenter):
 
     name = "segment.threshold"
     Params = ThresholdParams
+    inputs = {
+        "volume": cs.Volume,
+        "mask": cs.Port(cs.Labels, optional=True,
+                        help="segment only inside this mask (non-zero), e.g. organelles inside a segmented cell"),
+    }
 
     def threshold_value(self, smoothed: np.ndarray) -> float:
+        """The threshold the chosen rule gives for these (smoothed, in-mask) values."""
         from skimage import filters
 
         p = self.params
@@ -80,14 +87,24 @@ class Threshold(cs.Segmenter):
                    "yen": filters.threshold_yen, "mean": filters.threshold_mean}[p.method]
         return float(chooser(smoothed))
 
-    def segment(self, volume: cs.Volume) -> cs.Labels:
+    def segment(self, volume: cs.Volume, mask: cs.Labels | None = None) -> cs.Labels:
         from scipy import ndimage
 
         p = self.params
         data = np.asarray(volume.data, np.float32)
         if p.sigma_voxels > 0:
             data = ndimage.gaussian_filter(data, physical_sigma(p.sigma_voxels, volume.voxel_size_nm))
-        level = self.threshold_value(data)
-        mask = data < level if p.invert else data > level
-        mask = clean_mask(mask, p.closing_radius_voxels, p.fill_holes, p.min_size_voxels, p.keep_largest)
-        return cs.Labels(mask.astype(np.uint8), {1: p.class_name}, volume.voxel_size_nm, volume.origin_nm)
+        region = np.ones(data.shape, bool)
+        if mask is not None:
+            if mask.shape != volume.shape:
+                raise cs.InputError(f"segment.threshold: input 'mask' has shape {mask.shape}, but the volume has "
+                                    f"{volume.shape}; they must be on the same grid")
+            region = mask.data > 0
+            if p.mask_erosion_voxels:
+                region = ndimage.binary_erosion(region, iterations=p.mask_erosion_voxels)
+            if not region.any():
+                raise cs.InputError("segment.threshold: the mask is empty (after erosion); nothing to segment")
+        level = self.threshold_value(data[region])
+        foreground = (data < level if p.invert else data > level) & region
+        foreground = clean_mask(foreground, p.closing_radius_voxels, p.fill_holes, p.min_size_voxels, p.keep_largest)
+        return cs.Labels(foreground.astype(np.uint8), {1: p.class_name}, volume.voxel_size_nm, volume.origin_nm)

@@ -80,6 +80,23 @@ def test_anisotropic_smoothing_is_scaled_by_voxel_size() -> None:
     assert labels.data[4].sum() > 300
 
 
+def test_mask_restricts_and_sets_the_threshold() -> None:
+    z, y, x = np.mgrid[:40, :40, :40] - 19.5
+    cell = x**2 + y**2 + z**2 <= 18**2
+    organelle = (x - 6) ** 2 + y**2 + z**2 <= 5**2
+    data = np.where(organelle, 0.6, np.where(cell, 0.3, 0.0)).astype(np.float32)
+    data[cell & ~ndimage.binary_erosion(cell, iterations=2)] = 1.0  # a bright membrane
+    volume = cs.Volume(data)
+    whole = cs.method("segment.threshold", sigma_voxels=0)(volume)
+    assert whole.data.sum() == cell.sum()  # without a mask Otsu finds the cell
+    inside = cs.method("segment.threshold", sigma_voxels=0, mask_erosion_voxels=3)(volume, mask=cs.Labels(cell.astype(np.uint8)))
+    assert dice(inside.data == 1, organelle) == 1.0
+    with pytest.raises(cs.InputError, match=r"mask is empty \(after erosion\)"):
+        cs.method("segment.threshold", mask_erosion_voxels=30)(volume, mask=cs.Labels(cell.astype(np.uint8)))
+    with pytest.raises(cs.InputError, match="input 'mask' has shape"):
+        cs.method("segment.threshold")(volume, mask=cs.Labels(np.ones((2, 2, 2), np.uint8)))
+
+
 def test_bad_input() -> None:
     with pytest.raises(cs.InputError, match="volume is constant"):
         cs.method("segment.threshold")(cs.Volume(np.ones((8, 8, 8))))

@@ -1,0 +1,49 @@
+"""Tilt-angle files (.tlt / .rawtlt, IMOD): one angle in degrees per line, in image order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._errors import InputError
+from .._payload import atomic_write
+
+
+def read_tilt_angles(path: str | Path) -> np.ndarray:
+    """Angles (degrees) from a .tlt/.rawtlt file; blank lines are ignored."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read tilt angles ({exc})") from exc
+    angles = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            angle = float(text.split()[0])
+        except ValueError:
+            raise InputError(f"{path}: line {number} is not an angle: {text!r}") from None
+        if not np.isfinite(angle) or abs(angle) > 90:
+            raise InputError(f"{path}: line {number}: tilt angle {angle} is outside ±90°")
+        angles.append(angle)
+    if not angles:
+        raise InputError(f"{path}: no tilt angles in the file")
+    return np.array(angles)
+
+
+def write_tilt_angles(path: str | Path, angles: np.ndarray) -> None:
+    """Write angles one per line with two decimals more than IMOD's usual precision."""
+    text = "".join(f"{float(a):.4f}\n" for a in angles)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def angle_file_beside(path: Path) -> Path | None:
+    """``stack.tlt`` (preferred) or ``stack.rawtlt`` next to ``stack.mrc``, if one exists."""
+    for suffix in (".tlt", ".rawtlt"):
+        candidate = path.with_suffix(suffix)
+        if candidate.exists():
+            return candidate
+    return None

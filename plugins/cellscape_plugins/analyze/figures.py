@@ -1,0 +1,257 @@
+"""Figures for run reports, one maker per artefact kind (matplotlib, off-screen).
+
+Each maker is called as ``maker(artefact, out_dir, title=..., inputs=...)``
+where ``inputs`` are the other inputs of the step that made the artefact
+(a label figure overlays the step's input volume), writes PNG files into
+``out_dir`` and returns their paths.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cellscape as cs
+
+from .summary import mean_concentration_by_region, triangle_angles_deg
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_").lower() or "figure"
+
+
+def _save(fig: Any, out_dir: Path, title: str, suffix: str) -> Path:
+    path = Path(out_dir) / f"{_slug(title)}_{suffix}.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _orthogonal(data: np.ndarray, voxel: tuple[float, float, float]) -> list[tuple[str, np.ndarray, list[float]]]:
+    """Central xy, xz and yz slices with their extents (nm) for imshow."""
+    nz, ny, nx = data.shape
+    vz, vy, vx = voxel
+    return [
+        (f"xy (z = {nz // 2})", data[nz // 2], [0, nx * vx, ny * vy, 0]),
+        (f"xz (y = {ny // 2})", data[:, ny // 2], [0, nx * vx, nz * vz, 0]),
+        (f"yz (x = {nx // 2})", data[:, :, nx // 2], [0, ny * vy, nz * vz, 0]),
+    ]
+
+
+def volume_figures(volume: cs.Volume, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
+    """Three orthogonal central slices in nm, grey levels with a colour bar."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    low, high = np.percentile(volume.data, [0.5, 99.5])
+    for ax, (name, image, extent) in zip(axes, _orthogonal(volume.data, volume.voxel_size_nm), strict=True):
+        shown = ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent)
+        ax.set_title(name)
+        ax.set_xlabel("nm")
+    fig.colorbar(shown, ax=axes, shrink=0.8)
+    fig.suptitle(title)
+    return [_save(fig, out_dir, title, "slices")]
+
+
+def labels_figures(labels: cs.Labels, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
+    """Orthogonal slices of the labels, overlaid on the step's input volume when it has one."""
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    background = next((a for a in inputs.values() if isinstance(a, cs.Volume) and a.shape == labels.shape), None)
+    values = labels.label_values()
+    palette = plt.get_cmap("tab10" if len(values) <= 10 else "tab20")
+    colours = [(0, 0, 0, 0)] + [palette(i % palette.N) for i in range(max(values, default=0))]
+    cmap = ListedColormap(colours)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    slices = _orthogonal(labels.data, labels.voxel_size_nm)
+    backs = _orthogonal(background.data, background.voxel_size_nm) if background is not None else [None] * 3
+    for ax, (name, image, extent), back in zip(axes, slices, backs, strict=True):
+        if back is not None:
+            ax.imshow(back[1], cmap="gray", extent=extent)
+        else:
+            ax.imshow(np.zeros_like(image), cmap="gray", extent=extent, vmin=0, vmax=1)
+        masked = np.ma.masked_equal(image, 0)
+        ax.imshow(masked, cmap=cmap, vmin=0, vmax=len(colours) - 1, alpha=0.55, extent=extent, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_xlabel("nm")
+    if values and len(values) <= 12:
+        handles = [Patch(color=colours[v], label=labels.class_names.get(v, f"{v}")) for v in values]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6))
+    else:
+        fig.text(0.5, 0.02, f"{len(values)} labels", ha="center")
+    fig.suptitle(title)
+    return [_save(fig, out_dir, title, "overlay")]
+
+
+def tilt_series_figures(tilts: cs.TiltSeries, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
+    """Projections at the lowest, middle and highest tilt."""
+    plt = _pyplot()
+    angles = tilts.tilt_angles_deg
+    picks = sorted({int(np.argmin(angles)), int(np.argmin(np.abs(angles))), int(np.argmax(angles))})
+    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 4), squeeze=False)
+    ny, nx = tilts.projections.shape[1:]
+    extent = [0, nx * tilts.pixel_size_nm, ny * tilts.pixel_size_nm, 0]
+    for ax, index in zip(axes[0], picks, strict=True):
+        ax.imshow(tilts.projections[index], cmap="gray", extent=extent)
+        ax.set_title(f"{angles[index]:+.1f}°")
+        ax.set_xlabel("nm")
+    fig.suptitle(f"{title} ({len(angles)} tilts, {angles.min():+.0f}° to {angles.max():+.0f}°)")
+    return [_save(fig, out_dir, title, "tilts")]
+
+
+def _render_triangles(ax: Any, vertices: np.ndarray, triangles: np.ndarray, markers: np.ndarray, max_triangles: int) -> None:
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    plt = _pyplot()
+    if len(triangles) > max_triangles:
+        keep = np.random.default_rng(0).choice(len(triangles), max_triangles, replace=False)
+        triangles, markers = triangles[keep], markers[keep]
+    corners = vertices[triangles]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-30
+    light = np.array([0.4, 0.3, 0.85]) / np.linalg.norm([0.4, 0.3, 0.85])
+    shade = 0.35 + 0.65 * np.clip(normals @ light, 0, 1)
+    palette = plt.get_cmap("tab10")
+    unique = list(np.unique(markers))
+    base = np.array([palette(unique.index(m) % 10)[:3] for m in markers])
+    ax.add_collection3d(Poly3DCollection(corners, facecolors=base * shade[:, None], edgecolor="none", alpha=0.6))
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    centre, half = (low + high) / 2, (high - low).max() / 2
+    for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
+        setter(c - half, c + half)
+    ax.set_xlabel("x (nm)")
+    ax.set_ylabel("y (nm)")
+    ax.set_zlabel("z (nm)")
+
+
+def angle_histogram(ax: Any, angles: np.ndarray) -> None:
+    """Histogram of triangle angles with a kernel density, lines at 15° and 150° (as in the GAMer figure)."""
+    from scipy.stats import gaussian_kde
+
+    flat = angles.ravel()
+    ax.hist(flat, bins=90, range=(0, 180), density=True, color="#8fb3d9", edgecolor="none")
+    if np.ptp(flat) > 0:
+        grid = np.linspace(0, 180, 361)
+        sample = flat if flat.size <= 50000 else np.random.default_rng(0).choice(flat, 50000, replace=False)
+        ax.plot(grid, gaussian_kde(sample)(grid), color="#1f4e79")
+    for bound in (15, 150):
+        ax.axvline(bound, color="#c0392b", linestyle="--", linewidth=1)
+    ax.set_xlabel("angle (deg)")
+    ax.set_ylabel("density")
+    ax.set_title(f"min {flat.min():.1f}°, max {flat.max():.1f}°, <15°: {100 * (flat < 15).mean():.2f}%")
+
+
+def surface_figures(surface: cs.SurfaceMesh, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
+    """A shaded render coloured by marker, and the triangle-angle histogram."""
+    plt = _pyplot()
+    fig = plt.figure(figsize=(6, 6))
+    ax = fig.add_subplot(projection="3d")
+    _render_triangles(ax, surface.vertices, surface.triangles, surface.markers, 20000)
+    names = ", ".join(f"{m}: {surface.marker_names.get(int(m), m)}" for m in np.unique(surface.markers))
+    ax.set_title(f"{title}\n{len(surface.triangles)} triangles ({names})", fontsize=9)
+    render = _save(fig, out_dir, title, "render")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    angle_histogram(ax, triangle_angles_deg(surface.vertices, surface.triangles))
+    fig.suptitle(f"{title}: triangle angles")
+    return [render, _save(fig, out_dir, title, "angles")]
+
+
+def tet_mesh_figures(mesh: cs.TetMesh, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
+    """The boundary triangles coloured by marker, and the histogram of dihedral angles."""
+    plt = _pyplot()
+    paths = []
+    if len(mesh.boundary_triangles):
+        fig = plt.figure(figsize=(6, 6))
+        ax = fig.add_subplot(projection="3d")
+        _render_triangles(ax, mesh.points, mesh.boundary_triangles, mesh.boundary_markers, 20000)
+        ax.set_title(f"{title}\n{len(mesh.tetrahedra)} tetrahedra, {len(mesh.points)} nodes", fontsize=9)
+        paths.append(_save(fig, out_dir, title, "boundary"))
+    p = mesh.points[mesh.tetrahedra]
+    dihedral = []
+    for i, j in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]:
+        k, m = (v for v in range(4) if v not in (i, j))
+        edge = p[:, j] - p[:, i]
+        n1 = np.cross(edge, p[:, k] - p[:, i])
+        n2 = np.cross(edge, p[:, m] - p[:, i])
+        cos = np.einsum("ij,ij->i", n1, n2) / (np.linalg.norm(n1, axis=1) * np.linalg.norm(n2, axis=1) + 1e-300)
+        dihedral.append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+    angles = np.concatenate(dihedral)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(angles, bins=90, range=(0, 180), color="#9fc5a8")
+    ax.set_xlabel("dihedral angle (deg)")
+    ax.set_ylabel("count")
+    ax.set_title(f"{title}: min {angles.min():.1f}°, max {angles.max():.1f}°")
+    paths.append(_save(fig, out_dir, title, "dihedral"))
+    return paths
+
+
+def fields_figures(fields: cs.Fields, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
+    """Mean concentration per region over time, and the final field near the central plane."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = fields.mesh.region_names
+    for (species, region), mean in mean_concentration_by_region(fields).items():
+        ax.plot(fields.times_s, mean, marker="o", markersize=3,
+                label=f"{species} in {names.get(region, f'region {region}')}")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(f"mean concentration ({next(iter(fields.units.values()))})")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    paths = [_save(fig, out_dir, title, "curves")]
+    species = next(iter(fields.values))
+    points = fields.mesh.points
+    z = points[:, 2]
+    band = np.abs(z - np.median(z)) <= 0.05 * max(float(np.ptp(z)), 1e-12)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    top = float(fields.values[species].max()) or 1.0
+    for ax, index in zip(axes, (0, -1), strict=True):
+        shown = ax.scatter(points[band, 0], points[band, 1], c=fields.values[species][index, band], s=6,
+                           cmap="viridis", vmin=0, vmax=top)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (nm)")
+        ax.set_ylabel("y (nm)")
+        ax.set_title(f"{species} at t = {fields.times_s[index]:g} s (central z band)")
+    fig.colorbar(shown, ax=axes, label=fields.units[species])
+    paths.append(_save(fig, out_dir, title, "field"))
+    return paths
+
+
+def table_figures(table: cs.Table, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
+    """A time course plot for tables with a ``time_s`` column (others are shown as HTML tables only)."""
+    if "time_s" not in table.columns or table.n_rows == 0:
+        return []
+    numeric = [n for n, c in table.columns.items() if n != "time_s" and c.dtype.kind in "fiu"]
+    if not numeric:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in numeric:
+        ax.plot(table.columns["time_s"], table.columns[name], label=f"{name} ({table.units.get(name, '')})")
+    ax.set_xlabel("time (s)")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return [_save(fig, out_dir, title, "timecourse")]
+
+
+FIGURE_MAKERS = [
+    (cs.Volume, volume_figures),
+    (cs.Labels, labels_figures),
+    (cs.TiltSeries, tilt_series_figures),
+    (cs.SurfaceMesh, surface_figures),
+    (cs.TetMesh, tet_mesh_figures),
+    (cs.Fields, fields_figures),
+    (cs.Table, table_figures),
+]
