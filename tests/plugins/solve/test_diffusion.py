@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from meshes import cube_mesh
 
 import cellscape as cs
 from cellscape_plugins.solve._p1 import assemble_p1
 from cellscape_plugins.solve.diffusion import total_amount
-
-# the six tetrahedra of a unit hexahedron sharing its main diagonal (Kuhn triangulation)
-KUHN = np.array([[0, 1, 3, 7], [0, 1, 5, 7], [0, 2, 3, 7], [0, 2, 6, 7], [0, 4, 5, 7], [0, 4, 6, 7]])
-
-
-def cube_mesh(n: int, side_nm: float, regions_split: bool = False) -> cs.TetMesh:
-    """A cube of side ``side_nm`` cut into n³ hexahedra of 6 tetrahedra each (region 2 where x > side/2)."""
-    ticks = np.linspace(0.0, side_nm, n + 1)
-    x, y, z = np.meshgrid(ticks, ticks, ticks, indexing="ij")
-    points = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
-    index = np.arange((n + 1) ** 3).reshape(n + 1, n + 1, n + 1)
-    i, j, k = np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij")
-    corners = np.stack([index[i + a, j + b, k + c].ravel() for a in (0, 1) for b in (0, 1) for c in (0, 1)], axis=1)
-    # corner order (a, b, c) = 000, 001, 010, 011, 100, ...: Kuhn indices use bit order (x, y, z) -> remap
-    order = [int(f"{(v >> 0) & 1}{(v >> 1) & 1}{(v >> 2) & 1}", 2) for v in range(8)]
-    tets = corners[:, order][:, KUHN].reshape(-1, 4)
-    centroids = points[tets].mean(axis=1)
-    markers = np.where(regions_split & (centroids[:, 0] > side_nm / 2), 2, 1)
-    return cs.TetMesh(points, tets, markers)
 
 
 def test_assembly_integrates_exactly() -> None:
