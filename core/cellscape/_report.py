@@ -15,6 +15,7 @@ import hashlib
 import html
 import json
 import shutil
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -57,12 +58,22 @@ def _table_html(table: Table, max_rows: int = 200) -> str:
     return f"{title}<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
 
 
+def _module_fingerprint(maker: Any) -> str:
+    """Hash of the source file that defines a figure maker: editing the drawing code redraws the figures."""
+    module = sys.modules.get(maker.__module__)
+    source = getattr(module, "__file__", None)
+    if not source or not Path(source).exists():
+        return "unknown"
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+
+
 def _figures(artefact: Artefact, digest: str, title: str, inputs: dict[str, Artefact], input_hashes: list[str],
              registry: Registry, figure_root: Path) -> tuple[list[Path], list[str]]:
     paths: list[Path] = []
     errors: list[str] = []
     for maker in registry.figure_makers(artefact):
-        ident = f"{maker.__module__}.{maker.__qualname__}|{digest}|{'|'.join(sorted(input_hashes))}|{title}"
+        ident = (f"{maker.__module__}.{maker.__qualname__}|{_module_fingerprint(maker)}|{digest}|"
+                 f"{'|'.join(sorted(input_hashes))}|{title}")
         folder = figure_root / hashlib.sha256(ident.encode()).hexdigest()[:20]
         if not (folder / ".complete").exists():
             figure_root.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,9 +71,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(spec, args.run_dir)
     if not args.quiet:
         print(f"cellscape: running {spec.path.name} ({len(spec.steps)} steps) in {runner.run_dir}", file=sys.stderr)
+    start = time.perf_counter()
     result = runner.run(force=args.force or [], quiet=args.quiet, report=not args.no_report)
     if not args.quiet:
-        print(f"done in {result.provenance['wall_time_s']:.1f} s: {len(result.computed)} computed, "
+        print(f"done in {time.perf_counter() - start:.1f} s: {len(result.computed)} computed, "
               f"{len(result.cached)} cached")
         for path in result.saved:
             print(f"  output      {path}")

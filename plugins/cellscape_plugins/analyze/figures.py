@@ -215,16 +215,17 @@ def fields_figures(fields: cs.Fields, out_dir: Path, *, title: str, inputs: dict
     points = fields.mesh.points
     z = points[:, 2]
     band = np.abs(z - np.median(z)) <= 0.05 * max(float(np.ptp(z)), 1e-12)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    top = float(fields.values[species].max()) or 1.0
-    for ax, index in zip(axes, (0, -1), strict=True):
-        shown = ax.scatter(points[band, 0], points[band, 1], c=fields.values[species][index, band], s=6,
-                           cmap="viridis", vmin=0, vmax=top)
+    picks = sorted({0, min(1, len(fields.times_s) - 1), len(fields.times_s) - 1})
+    fig, axes = plt.subplots(1, len(picks), figsize=(5 * len(picks), 4), squeeze=False)
+    for ax, index in zip(axes[0], picks, strict=True):
+        # each panel has its own colour scale: a released pulse soon falls far below its initial peak
+        shown = ax.scatter(points[band, 0], points[band, 1], c=fields.values[species][index, band], s=6, cmap="viridis")
         ax.set_aspect("equal")
         ax.set_xlabel("x (nm)")
         ax.set_ylabel("y (nm)")
-        ax.set_title(f"{species} at t = {fields.times_s[index]:g} s (central z band)")
-    fig.colorbar(shown, ax=axes, label=fields.units[species])
+        ax.set_title(f"{species} at t = {fields.times_s[index]:g} s")
+        fig.colorbar(shown, ax=ax, label=fields.units[species], shrink=0.8)
+    fig.suptitle(f"{title}: nodes near the central z plane")
     paths.append(_save(fig, out_dir, title, "field"))
     return paths
 

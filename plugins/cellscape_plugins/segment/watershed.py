@@ -1,9 +1,18 @@
 """``segment.watershed``: separate touching objects into instances.
 
-Two modes: ``distance`` floods the negative distance transform of the mask
-from its maxima (objects joined by a neck split at the neck); ``intensity``
-floods the image's gradient magnitude from markers or from regional minima.
-Markers, when given, always seed the flooding.
+Three landscapes can be flooded inside the foreground:
+
+``distance``
+    the negative Euclidean distance (in nm) to the mask's edge, seeded from its
+    maxima: objects joined by a neck split at the neck, whatever their contrast.
+``intensity``
+    the inverted smoothed image, seeded from its bright maxima: blobs whose
+    brightness falls off towards their edges split along the dark valley between them.
+``gradient``
+    the gradient magnitude of the smoothed image, seeded from its minima:
+    regions of different brightness split where the intensity changes.
+
+Markers, when given, replace the automatic seeds in every mode.
 """
 
 from __future__ import annotations
@@ -24,61 +33,124 @@ def _same_grid(name: str, labels: cs.Labels | None, volume: cs.Volume) -> None:
         )
 
 
+def seeds_from_markers(markers: np.ndarray) -> np.ndarray:
+    """Seed image from marker labels: each distinct value is one seed; a binary image is split into its components.
+
+    Parameters
+    ----------
+    markers : (z, y, x) integer array
+        Non-zero where seeds are.
+
+    Returns
+    -------
+    (z, y, x) int32 array, 0 = no seed.
+    """
+    from scipy import ndimage
+
+    if int(markers.max()) <= 1:
+        return ndimage.label(markers > 0)[0].astype(np.int32)
+    return markers.astype(np.int32)
+
+
+def seeds_from_maxima(height: np.ndarray, foreground: np.ndarray, min_distance: int) -> np.ndarray:
+    """One seed per local maximum of ``height`` inside ``foreground``, maxima at least ``min_distance`` voxels apart.
+
+    Parameters
+    ----------
+    height : (z, y, x) float array
+    foreground : (z, y, x) bool array
+    min_distance : int, voxels
+
+    Returns
+    -------
+    (z, y, x) int32 array, seeds numbered 1..N, 0 elsewhere.
+    """
+    from skimage import feature
+
+    peaks = feature.peak_local_max(height, min_distance=min_distance, labels=foreground.astype(np.int32),
+                                   exclude_border=False)
+    seeds = np.zeros(foreground.shape, np.int32)
+    seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return seeds
+
+
 @attrs.frozen
 class WatershedParams:
-    mode: str = cs.param("distance", choices=("distance", "intensity"), help="what is flooded")
+    mode: str = cs.param("distance", choices=("distance", "intensity", "gradient"),
+                         help="landscape flooded: distance to the mask edge, inverted intensity, or gradient magnitude")
+    invert: bool = cs.param(False, help="objects are dark: Otsu foreground below the threshold, intensity seeds at minima")
     min_distance_voxels: int = cs.param(5, ge=1, unit="voxel", help="minimum distance between automatic seeds")
-    sigma_voxels: float = cs.param(1.0, ge=0, unit="voxel", help="smoothing before seeds are found")
-    compactness: float = cs.param(0.0, ge=0, help="compact watershed (0 = classic)")
-    min_size_voxels: int = cs.param(0, ge=0, unit="voxel", help="drop instances smaller than this")
+    sigma_voxels: float = cs.param(1.0, ge=0, unit="voxel",
+                                   help="Gaussian smoothing of the image (finest axis; scaled per axis by voxel size)")
+    compactness: float = cs.param(0.0, ge=0, help="compact watershed: larger values give rounder instances (0 = classic)")
+    min_size_voxels: int = cs.param(0, ge=0, unit="voxel", help="drop instances smaller than this, then renumber")
 
 
 class Watershed(cs.Segmenter):
-    """Marker- or distance-seeded watershed that splits a mask into numbered instances."""
+    """Seeded watershed that splits a foreground into numbered instances (distance, intensity or gradient)."""
 
     name = "segment.watershed"
     Params = WatershedParams
     inputs = {
         "volume": cs.Volume,
-        "mask": cs.Port(cs.Labels, help="where to segment (non-zero); default: Otsu foreground", optional=True),
-        "markers": cs.Port(cs.Labels, help="seed labels (non-zero); default: automatic seeds", optional=True),
+        "mask": cs.Port(cs.Labels, optional=True, help="where to segment (non-zero); default: Otsu foreground of the volume"),
+        "markers": cs.Port(cs.Labels, optional=True,
+                           help="seeds: one instance per label value (a binary image: per connected component)"),
     }
 
     def segment(self, volume: cs.Volume, mask: cs.Labels | None = None, markers: cs.Labels | None = None) -> cs.Labels:
+        """Split the foreground of ``volume`` into instances.
+
+        Parameters
+        ----------
+        volume : cs.Volume
+            The image, (z, y, x).
+        mask : cs.Labels, optional
+            Same shape as ``volume``; non-zero voxels are segmented.
+        markers : cs.Labels, optional
+            Same shape as ``volume``; seeds (markers outside the foreground are ignored).
+
+        Returns
+        -------
+        cs.Labels
+            uint16 (uint32 beyond 65535 instances), instances 1..N, 0 = background,
+            no class names, on the volume's grid.
+        """
         from scipy import ndimage
-        from skimage import feature, filters, segmentation
+        from skimage import filters, segmentation
 
         p = self.params
         _same_grid("mask", mask, volume)
         _same_grid("markers", markers, volume)
-        sigma = physical_sigma(p.sigma_voxels, volume.voxel_size_nm)
         image = np.asarray(volume.data, np.float32)
         if p.sigma_voxels > 0:
-            image = ndimage.gaussian_filter(image, sigma)
+            image = ndimage.gaussian_filter(image, physical_sigma(p.sigma_voxels, volume.voxel_size_nm))
+        bright = -image if p.invert else image  # objects are high in `bright`
         if mask is not None:
             foreground = mask.data > 0
         else:
             if float(image.min()) == float(image.max()):
-                raise cs.InputError("segment.watershed: the volume is constant and no mask was given")
-            foreground = image > filters.threshold_otsu(image)
+                raise cs.InputError("segment.watershed: the volume is constant and no mask was given; "
+                                    "give a 'mask' or check the input")
+            foreground = bright > filters.threshold_otsu(bright)
         if not foreground.any():
             raise cs.InputError("segment.watershed: the mask is empty; nothing to separate")
+
         if p.mode == "distance":
             landscape = -ndimage.distance_transform_edt(foreground, sampling=volume.voxel_size_nm)
+        elif p.mode == "intensity":
+            landscape = -bright
         else:
             landscape = filters.sobel(image)
         if markers is not None:
-            seeds, _ = ndimage.label(markers.data > 0) if markers.data.max() <= 1 else (markers.data.astype(np.int32), 0)
+            seeds = seeds_from_markers(markers.data)
         else:
-            peaks_in = -landscape if p.mode == "distance" else -image
-            coords = feature.peak_local_max(peaks_in, min_distance=p.min_distance_voxels, labels=foreground.astype(np.int32),
-                                            exclude_border=False)
-            seeds = np.zeros(foreground.shape, np.int32)
-            seeds[tuple(coords.T)] = np.arange(1, len(coords) + 1)
+            seeds = seeds_from_maxima(-landscape, foreground, p.min_distance_voxels)
+
         instances = segmentation.watershed(landscape, seeds, mask=foreground, compactness=p.compactness)
         if p.min_size_voxels > 0:
             sizes = np.bincount(instances.ravel())
             instances[sizes[instances] < p.min_size_voxels] = 0
-        instances, _, _ = segmentation.relabel_sequential(instances)
+        instances = segmentation.relabel_sequential(instances)[0]
         dtype = np.uint16 if instances.max() < 65536 else np.uint32
         return cs.Labels(instances.astype(dtype), {}, volume.voxel_size_nm, volume.origin_nm)
