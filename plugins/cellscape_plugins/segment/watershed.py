@@ -9,8 +9,9 @@ Three landscapes can be flooded inside the foreground:
     the inverted smoothed image, seeded from its bright maxima: blobs whose
     brightness falls off towards their edges split along the dark valley between them.
 ``gradient``
-    the gradient magnitude of the smoothed image, seeded from its minima:
-    regions of different brightness split where the intensity changes.
+    the gradient magnitude of the smoothed image, seeded from its flat regions
+    (gradient below Otsu's threshold): regions of different brightness split
+    where the intensity changes.
 
 Markers, when given, replace the automatic seeds in every mode.
 """
@@ -74,12 +75,43 @@ def seeds_from_maxima(height: np.ndarray, foreground: np.ndarray, min_distance: 
     return seeds
 
 
+def seeds_from_flat_regions(gradient: np.ndarray, foreground: np.ndarray, min_width: float) -> np.ndarray:
+    """One seed per connected flat region: gradient below Otsu's threshold (over ``foreground``), at least ``min_width`` wide.
+
+    Parameters
+    ----------
+    gradient : (z, y, x) float array
+        Gradient magnitude.
+    foreground : (z, y, x) bool array
+    min_width : float, voxels
+        Regions whose largest inscribed ball is narrower than this are not seeds (noise).
+
+    Returns
+    -------
+    (z, y, x) int32 array, seeds numbered 1..N, 0 elsewhere.
+    """
+    from scipy import ndimage
+    from skimage import filters, segmentation
+
+    values = gradient[foreground]
+    flat = foreground & (gradient < filters.threshold_otsu(values)) if values.min() < values.max() else foreground
+    regions, count = ndimage.label(flat)
+    if count == 0:
+        return regions.astype(np.int32)
+    half_width = ndimage.maximum(ndimage.distance_transform_edt(flat), regions, np.arange(1, count + 1))
+    keep = np.concatenate([[False], np.asarray(half_width) * 2 >= min_width])
+    regions[~keep[regions]] = 0
+    return segmentation.relabel_sequential(regions)[0].astype(np.int32)
+
+
 @attrs.frozen
 class WatershedParams:
     mode: str = cs.param("distance", choices=("distance", "intensity", "gradient"),
                          help="landscape flooded: distance to the mask edge, inverted intensity, or gradient magnitude")
     invert: bool = cs.param(False, help="objects are dark: Otsu foreground below the threshold, intensity seeds at minima")
-    min_distance_voxels: int = cs.param(5, ge=1, unit="voxel", help="minimum distance between automatic seeds")
+    min_distance_voxels: int = cs.param(5, ge=1, unit="voxel",
+                                        help="automatic seeds: minimum distance between maxima (gradient mode: minimum width"
+                                        " of a flat seed region)")
     sigma_voxels: float = cs.param(1.0, ge=0, unit="voxel",
                                    help="Gaussian smoothing of the image (finest axis; scaled per axis by voxel size)")
     compactness: float = cs.param(0.0, ge=0, help="compact watershed: larger values give rounder instances (0 = classic)")
@@ -144,6 +176,8 @@ class Watershed(cs.Segmenter):
             landscape = filters.sobel(image)
         if markers is not None:
             seeds = seeds_from_markers(markers.data)
+        elif p.mode == "gradient":
+            seeds = seeds_from_flat_regions(landscape, foreground, p.min_distance_voxels)
         else:
             seeds = seeds_from_maxima(-landscape, foreground, p.min_distance_voxels)
 
