@@ -1,9 +1,17 @@
 """TIFF and OME-TIFF (tifffile): 3D volumes and labels, [z, y, x].
 
-Physical sizes: OME-TIFF carries them in its OME-XML (PhysicalSizeX/Y/Z with
-units); plain TIFF in ImageJ metadata (spacing, unit) and resolution tags.
-cellscape also writes a JSON note (kind, class names, voxel size, origin) in
-a private tag, so its own files read back exactly.
+Physical sizes, in the order they are looked for: cellscape's own JSON note
+(kind, class names, exact voxel size and origin in nm); OME-XML
+PhysicalSizeX/Y/Z with their units (OME-TIFF); ImageJ metadata (``spacing``
+and ``unit`` in the description, XY from the resolution tags); the resolution
+tags with ResolutionUnit centimetre. Resolutions in inches (scanner "dpi")
+are ignored: such files read with 1 nm voxels. The origin is only kept by
+the note.
+
+cellscape writes its note as the JSON image description of a plain TIFF and
+in a private tag (65010) of an OME-TIFF, whose description is the OME-XML;
+it also writes the standard resolution tags (pixels per cm) so other tools
+see the pixel size. A 2D image reads as a Volume with one z slice.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +28,9 @@ from .._data import Artefact, Labels, Volume
 from .._errors import InputError
 
 NOTE_TAG = 65010  # private TIFF tag holding cellscape's JSON note
-_TO_NM = {"nm": 1.0, "nanometer": 1.0, "µm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3, "\\u00B5m": 1e3,
-          "mm": 1e6, "å": 0.1, "a": 0.1, "angstrom": 0.1, "pixel": 1.0, "": 1.0}
+_TO_NM = {"nm": 1.0, "nanometer": 1.0, "\u00b5m": 1e3, "\u03bcm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3,
+          "\\u00b5m": 1e3, "mm": 1e6, "millimeter": 1e6, "cm": 1e7, "\u00e5": 0.1, "a": 0.1, "angstrom": 0.1}
+_CENTIMETER = 3  # TIFF ResolutionUnit
 
 
 def _ome_sizes(xml: str) -> tuple[float, float, float] | None:
@@ -52,7 +62,37 @@ class _Complaints(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _own_note(page: object) -> dict[str, Any]:
+    """cellscape's note from the private tag, or a JSON description carrying a voxel size ({} if none)."""
+    tag = page.tags.get(NOTE_TAG)  # type: ignore[attr-defined]
+    text = tag.value if tag is not None else page.description  # type: ignore[attr-defined]
+    try:
+        note = json.loads(text) if text and text.lstrip().startswith("{") else {}
+    except json.JSONDecodeError:
+        if tag is not None:
+            raise
+        return {}
+    return note if isinstance(note, dict) and (tag is not None or "voxel_size_nm" in note) else {}
+
+
+def _resolution_nm(page: object, unit_nm: float | None) -> float | None:
+    """XY pixel size from the resolution tags: per ImageJ unit, or per cm; None if unknown."""
+    tags = page.tags  # type: ignore[attr-defined]
+    resolution, res_unit = tags.get("XResolution"), tags.get("ResolutionUnit")
+    if resolution is None:
+        return None
+    numerator, denominator = resolution.value
+    if not numerator or not denominator:
+        return None
+    if unit_nm is None:
+        if res_unit is None or int(res_unit.value) != _CENTIMETER:
+            return None
+        unit_nm = _TO_NM["cm"]
+    return denominator / numerator * unit_nm
+
+
 def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
+    """Read a (OME-)TIFF as a Volume or Labels, [z, y, x]; see the module docstring for the sizes."""
     import tifffile
 
     complaints = _Complaints()
@@ -62,37 +102,38 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
         with tifffile.TiffFile(path) as tif:
             data = tif.asarray()
             page = tif.pages[0]
-            tag = page.tags.get(NOTE_TAG)
-            note = json.loads(tag.value) if tag is not None else {}
+            note = _own_note(page)
             ome = tif.ome_metadata
             imagej = tif.imagej_metadata or {}
-            resolution = page.tags.get("XResolution")
-    except (tifffile.TiffFileError, ValueError, OSError, EOFError, json.JSONDecodeError) as exc:
+            xy_nm = _resolution_nm(page, _TO_NM.get(str(imagej.get("unit", "")).lower()) if imagej else None)
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError, KeyError, IndexError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: corrupt or truncated TIFF file ({exc})") from exc
     finally:
         logger.removeHandler(complaints)
     if complaints.messages:
         raise InputError(f"{path}: corrupt or truncated TIFF file ({complaints.messages[0]})")
-    if note and list(data.shape) != list(note.get("shape", data.shape)):
+    if "shape" in note and list(data.shape) != list(note["shape"]):
         raise InputError(f"{path}: truncated TIFF file (shape {data.shape}, written as {tuple(note['shape'])})")
-    data = np.squeeze(data) if data.ndim > 3 else data
+    if data.ndim > 3:
+        data = np.squeeze(data)
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
-        raise InputError(f"{path}: expected a 2D or 3D image, got shape {data.shape}")
-    voxel: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin = (0.0, 0.0, 0.0)
-    if note:
-        voxel, origin = tuple(note["voxel_size_nm"]), tuple(note["origin_nm"])  # type: ignore[assignment]
-    elif ome and _ome_sizes(ome):
-        voxel = _ome_sizes(ome)  # type: ignore[assignment]
-    elif imagej or resolution is not None:
-        factor = _TO_NM.get(str(imagej.get("unit", "")).lower(), 1.0)
-        xy = 1.0
-        if resolution is not None:
-            numerator, denominator = resolution.value
-            xy = denominator / numerator * factor if numerator else 1.0
-        voxel = (float(imagej.get("spacing", xy / factor)) * factor, xy, xy)
+        raise InputError(f"{path}: expected a 2D or 3D single-channel image, got shape {data.shape}")
+    voxel: tuple[float, ...] = (1.0, 1.0, 1.0)
+    origin: tuple[float, ...] = (0.0, 0.0, 0.0)
+    ome_sizes = _ome_sizes(ome) if ome else None
+    if "voxel_size_nm" in note:
+        voxel = tuple(float(v) for v in note["voxel_size_nm"])
+        origin = tuple(float(v) for v in note.get("origin_nm", origin))
+    elif ome_sizes is not None:
+        voxel = ome_sizes
+    elif imagej and (xy_nm is not None or "spacing" in imagej):
+        unit_nm = _TO_NM.get(str(imagej.get("unit", "")).lower(), 1.0)
+        xy = xy_nm if xy_nm is not None else 1.0
+        voxel = (float(imagej["spacing"]) * unit_nm if "spacing" in imagej else xy, xy, xy)
+    elif xy_nm is not None:
+        voxel = (xy_nm, xy_nm, xy_nm)
     wanted = kind.kind if kind is not None else note.get("kind", "volume")
     try:
         if wanted == "labels":
@@ -104,23 +145,29 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
 
 
 def write_tiff(obj: Artefact, path: Path) -> None:
+    """Write a Volume or Labels as TIFF, or as OME-TIFF when the name ends in .ome.tif(f)."""
     import tifffile
 
     if not isinstance(obj, (Volume, Labels)):
         raise InputError(f"{path}: TIFF files hold volumes and labels, not {type(obj).__name__}")
-    note = {"kind": obj.kind, "shape": list(obj.data.shape), "voxel_size_nm": list(obj.voxel_size_nm),
-            "origin_nm": list(obj.origin_nm)}
+    note: dict[str, Any] = {"kind": obj.kind, "shape": list(obj.data.shape), "voxel_size_nm": list(obj.voxel_size_nm),
+                            "origin_nm": list(obj.origin_nm)}
     if isinstance(obj, Labels):
-        note["class_names"] = {str(k): v for k, v in obj.class_names.items()}
-    extratags = [(NOTE_TAG, "s", 0, json.dumps(note), True)]
-    ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
-    tmp = path.with_name(f".{path.name}.tmp")
+        note["class_names"] = {str(k): v for k, v in sorted(obj.class_names.items())}
+    data = obj.data.astype(np.uint8) if obj.data.dtype.kind == "b" else obj.data
     vz, vy, vx = obj.voxel_size_nm
-    if ome:
-        metadata = {"axes": "ZYX", "PhysicalSizeX": vx, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": vy,
-                    "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": vz, "PhysicalSizeZUnit": "nm"}
-        tifffile.imwrite(tmp, obj.data, ome=True, metadata=metadata, extratags=extratags, photometric="minisblack")
-    else:
-        tifffile.imwrite(tmp, obj.data, extratags=extratags, photometric="minisblack", metadata=None,
-                         resolution=(1.0 / vx, 1.0 / vy))
-    tmp.replace(path)
+    per_cm = (_TO_NM["cm"] / vx, _TO_NM["cm"] / vy)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+            metadata = {"axes": "ZYX", "PhysicalSizeX": vx, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": vy,
+                        "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": vz, "PhysicalSizeZUnit": "nm"}
+            tifffile.imwrite(tmp, data, ome=True, metadata=metadata, photometric="minisblack",
+                             extratags=[(NOTE_TAG, "s", 0, json.dumps(note), True)],
+                             resolution=per_cm, resolutionunit=_CENTIMETER)
+        else:
+            tifffile.imwrite(tmp, data, description=json.dumps(note), metadata=None, photometric="minisblack",
+                             resolution=per_cm, resolutionunit=_CENTIMETER)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
