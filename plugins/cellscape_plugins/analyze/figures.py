@@ -39,76 +39,98 @@ def _save(fig: Any, out_dir: Path, title: str, suffix: str) -> Path:
     return path
 
 
-def _orthogonal(data: np.ndarray, voxel: tuple[float, float, float]) -> list[tuple[str, np.ndarray, list[float]]]:
-    """Central xy, xz and yz slices with their extents (nm) for imshow."""
+def _orthogonal(data: np.ndarray, voxel_nm: tuple[float, float, float],
+                origin_nm: tuple[float, float, float]) -> list[tuple[str, np.ndarray, list[float], str, str]]:
+    """Central xy, xz and yz slices of a [z, y, x] array.
+
+    Returns
+    -------
+    list of (panel title, 2D slice, imshow extent [left, right, bottom, top] in nm, x-axis label, y-axis label)
+    """
     nz, ny, nx = data.shape
-    vz, vy, vx = voxel
+    (vz, vy, vx), (oz, oy, ox) = voxel_nm, origin_nm
+
+    def span(origin: float, size: float, n: int) -> tuple[float, float]:
+        return origin - size / 2, origin + (n - 0.5) * size  # voxel centres sit at origin + i * size
+
+    (x0, x1), (y0, y1), (z0, z1) = span(ox, vx, nx), span(oy, vy, ny), span(oz, vz, nz)
     return [
-        (f"xy (z = {nz // 2})", data[nz // 2], [0, nx * vx, ny * vy, 0]),
-        (f"xz (y = {ny // 2})", data[:, ny // 2], [0, nx * vx, nz * vz, 0]),
-        (f"yz (x = {nx // 2})", data[:, :, nx // 2], [0, ny * vy, nz * vz, 0]),
+        (f"xy, z = {oz + nz // 2 * vz:g} nm", data[nz // 2], [x0, x1, y1, y0], "x (nm)", "y (nm)"),
+        (f"xz, y = {oy + ny // 2 * vy:g} nm", data[:, ny // 2], [x0, x1, z1, z0], "x (nm)", "z (nm)"),
+        (f"yz, x = {ox + nx // 2 * vx:g} nm", data[:, :, nx // 2], [y0, y1, z1, z0], "y (nm)", "z (nm)"),
     ]
 
 
+def _label_axes(ax: Any, name: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
 def volume_figures(volume: cs.Volume, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """Three orthogonal central slices in nm, grey levels with a colour bar."""
+    """Three orthogonal central slices in nm, grey levels (0.5–99.5 percentile) with a colour bar."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained")
     low, high = np.percentile(volume.data, [0.5, 99.5])
-    for ax, (name, image, extent) in zip(axes, _orthogonal(volume.data, volume.voxel_size_nm), strict=True):
-        shown = ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent)
-        ax.set_title(name)
-        ax.set_xlabel("nm")
-    fig.colorbar(shown, ax=axes, shrink=0.8)
+    for ax, (name, image, extent, xlabel, ylabel) in zip(
+        axes, _orthogonal(volume.data, volume.voxel_size_nm, volume.origin_nm), strict=True
+    ):
+        shown = ax.imshow(image, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
+        _label_axes(ax, name, xlabel, ylabel)
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="voxel value")
     fig.suptitle(title)
     return [_save(fig, out_dir, title, "slices")]
 
 
 def labels_figures(labels: cs.Labels, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """Orthogonal slices of the labels, overlaid on the step's input volume when it has one."""
+    """Orthogonal slices of the labels, overlaid on the step's input volume when it has one of the same shape."""
     plt = _pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     background = next((a for a in inputs.values() if isinstance(a, cs.Volume) and a.shape == labels.shape), None)
-    values = labels.label_values()
+    values = np.array(labels.label_values(), dtype=np.int64)
     palette = plt.get_cmap("tab10" if len(values) <= 10 else "tab20")
-    colours = [(0, 0, 0, 0)] + [palette(i % palette.N) for i in range(max(values, default=0))]
+    colours = [palette(i % palette.N) for i in range(max(len(values), 1))]
     cmap = ListedColormap(colours)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    slices = _orthogonal(labels.data, labels.voxel_size_nm)
-    backs = _orthogonal(background.data, background.voxel_size_nm) if background is not None else [None] * 3
-    for ax, (name, image, extent), back in zip(axes, slices, backs, strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), layout="constrained")
+    slices = _orthogonal(labels.data, labels.voxel_size_nm, labels.origin_nm)
+    backs = (_orthogonal(background.data, background.voxel_size_nm, background.origin_nm)
+             if background is not None else [None] * 3)
+    for ax, (name, image, extent, xlabel, ylabel), back in zip(axes, slices, backs, strict=True):
         if back is not None:
-            ax.imshow(back[1], cmap="gray", extent=extent)
+            ax.imshow(back[1], cmap="gray", extent=extent, interpolation="nearest")
         else:
-            ax.imshow(np.zeros_like(image), cmap="gray", extent=extent, vmin=0, vmax=1)
-        masked = np.ma.masked_equal(image, 0)
-        ax.imshow(masked, cmap=cmap, vmin=0, vmax=len(colours) - 1, alpha=0.55, extent=extent, interpolation="nearest")
-        ax.set_title(name)
-        ax.set_xlabel("nm")
-    if values and len(values) <= 12:
-        handles = [Patch(color=colours[v], label=labels.class_names.get(v, f"{v}")) for v in values]
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6))
+            ax.imshow(np.ones_like(image, dtype=float), cmap="gray", extent=extent, vmin=0, vmax=1)  # a white page
+        # colour by rank among the label values present, so sparse instance numbers stay cheap
+        rank = np.searchsorted(values, image.astype(np.int64)) if len(values) else np.zeros(image.shape, int)
+        overlay = np.ma.masked_where(image == 0, rank)
+        ax.imshow(overlay, cmap=cmap, vmin=-0.5, vmax=len(colours) - 0.5, alpha=0.9 if back is None else 0.55,
+                  extent=extent, interpolation="nearest")
+        _label_axes(ax, name, xlabel, ylabel)
+    if 0 < len(values) <= 12:
+        handles = [Patch(color=colours[i], label=labels.class_names.get(int(v), f"label {v}")) for i, v in enumerate(values)]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6))
     else:
-        fig.text(0.5, 0.02, f"{len(values)} labels", ha="center")
+        fig.supxlabel(f"{len(values)} labels")
     fig.suptitle(title)
     return [_save(fig, out_dir, title, "overlay")]
 
 
 def tilt_series_figures(tilts: cs.TiltSeries, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """Projections at the lowest, middle and highest tilt."""
+    """Up to five projections: lowest tilt, halfway to 0°, nearest 0°, halfway to the highest, highest."""
     plt = _pyplot()
     angles = tilts.tilt_angles_deg
-    picks = sorted({int(np.argmin(angles)), int(np.argmin(np.abs(angles))), int(np.argmax(angles))})
-    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 4), squeeze=False)
+    low, high = float(angles.min()), float(angles.max())
+    wanted = (low, low / 2, 0.0, high / 2, high)
+    picks = sorted({int(np.argmin(np.abs(angles - target))) for target in wanted})
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.6 * len(picks), 4), squeeze=False, layout="constrained")
     ny, nx = tilts.projections.shape[1:]
     extent = [0, nx * tilts.pixel_size_nm, ny * tilts.pixel_size_nm, 0]
     for ax, index in zip(axes[0], picks, strict=True):
-        ax.imshow(tilts.projections[index], cmap="gray", extent=extent)
-        ax.set_title(f"{angles[index]:+.1f}°")
-        ax.set_xlabel("nm")
-    fig.suptitle(f"{title} ({len(angles)} tilts, {angles.min():+.0f}° to {angles.max():+.0f}°)")
+        ax.imshow(tilts.projections[index], cmap="gray", extent=extent, interpolation="nearest")
+        _label_axes(ax, f"{angles[index]:+.1f}° (image {index})", "x (nm)", "y (nm)")
+    fig.suptitle(f"{title} ({len(angles)} tilts, {low:+.0f}° to {high:+.0f}°)")
     return [_save(fig, out_dir, title, "tilts")]
 
 

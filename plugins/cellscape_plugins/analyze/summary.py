@@ -15,7 +15,20 @@ NM2_PER_UM2 = 1e6
 
 
 def triangle_angles_deg(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """The three interior angles (degrees) of each triangle, shape (m, 3)."""
+    """Interior angles of each triangle.
+
+    Parameters
+    ----------
+    vertices : ndarray, shape (n, 3), float
+        Vertex positions (any length unit).
+    triangles : ndarray, shape (m, 3), int
+        Vertex indices of each triangle.
+
+    Returns
+    -------
+    ndarray, shape (m, 3), float64
+        Angle at each corner in degrees, in the order of ``triangles``' columns (each row sums to 180).
+    """
     corners = vertices[triangles]
     angles = np.empty(triangles.shape)
     for i in range(3):
@@ -27,34 +40,79 @@ def triangle_angles_deg(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarr
 
 
 def triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area of each triangle, shape (m,), in the vertices' unit squared (nm² for cellscape meshes)."""
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
     return np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2.0
 
 
 def surface_area(vertices: np.ndarray, triangles: np.ndarray) -> float:
-    """Total area of triangles (units of vertices squared)."""
+    """Total area of the triangles.
+
+    Parameters
+    ----------
+    vertices : ndarray, shape (n, 3), float
+        Vertex positions, nm for cellscape meshes.
+    triangles : ndarray, shape (m, 3), int
+        Vertex indices of each triangle.
+
+    Returns
+    -------
+    float
+        Area in the vertices' unit squared (nm²; divide by 1e6 for µm²).
+    """
     return float(triangle_areas(vertices, triangles).sum())
 
 
 def enclosed_volume(vertices: np.ndarray, triangles: np.ndarray) -> float:
-    """Volume enclosed by a closed outward-oriented surface (divergence theorem)."""
+    """Volume enclosed by a closed surface whose triangles turn counter-clockwise seen from outside.
+
+    By the divergence theorem the volume is the sum over triangles of the signed volumes of the
+    tetrahedra they span with the origin. The result is meaningful only for a closed surface; it is
+    negative when the triangles face inwards.
+
+    Parameters
+    ----------
+    vertices : ndarray, shape (n, 3), float
+        Vertex positions, nm for cellscape meshes.
+    triangles : ndarray, shape (m, 3), int
+        Vertex indices of each triangle.
+
+    Returns
+    -------
+    float
+        Volume in the vertices' unit cubed (nm³; divide by 1e9 for µm³).
+    """
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
     return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
 
 
 def tet_volumes(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
+    """Unsigned volume of each tetrahedron, shape (k,), in the points' unit cubed."""
     a, b, c, d = (points[tets[:, i]] for i in range(4))
     return np.abs(np.einsum("ij,ij->i", b - a, np.cross(c - a, d - a))) / 6.0
 
 
 def region_volumes(mesh: cs.TetMesh) -> dict[int, float]:
-    """Volume of each region of a tet mesh, in the mesh's units cubed."""
+    """Volume of each region of a tet mesh.
+
+    Returns
+    -------
+    dict[int, float]
+        Region marker -> summed tetrahedron volume in nm³ (divide by 1e9 for µm³).
+    """
     volumes = tet_volumes(mesh.points, mesh.tetrahedra)
     return {int(r): float(volumes[mesh.region_markers == r].sum()) for r in np.unique(mesh.region_markers)}
 
 
 def node_weights_by_region(mesh: cs.TetMesh) -> dict[int, np.ndarray]:
-    """Each node's lumped volume (a quarter of each adjacent tetrahedron) within each region."""
+    """Lumped P1 mass of each node within each region.
+
+    Returns
+    -------
+    dict[int, ndarray of shape (n_points,)]
+        Region marker -> a quarter of the summed volume (nm³) of the node's tetrahedra in that region
+        (zero for nodes outside it). Each array sums to the region's volume.
+    """
     volumes = tet_volumes(mesh.points, mesh.tetrahedra)
     weights = {}
     for region in np.unique(mesh.region_markers):
@@ -65,7 +123,16 @@ def node_weights_by_region(mesh: cs.TetMesh) -> dict[int, np.ndarray]:
 
 
 def mean_concentration_by_region(fields: cs.Fields) -> dict[tuple[str, int], np.ndarray]:
-    """Volume-weighted mean of each species in each region at each time: {(species, region): (n_times,)}."""
+    """Volume-weighted mean of each species in each region at each output time.
+
+    Each node is weighted by its lumped P1 mass in the region (see :func:`node_weights_by_region`),
+    so a field constant in a region has exactly that constant as its mean.
+
+    Returns
+    -------
+    dict[tuple[str, int], ndarray of shape (n_times,)]
+        (species, region marker) -> mean concentration in the species' unit (µM).
+    """
     result = {}
     for region, weights in node_weights_by_region(fields.mesh).items():
         total = weights.sum()
@@ -79,7 +146,22 @@ def _region_name(names: dict[int, str], marker: int) -> str:
 
 
 class Summary(cs.Analyzer):
-    """Volumes, areas, triangle quality, amounts and mean concentrations per region over time."""
+    """Volumes, areas, triangle quality, amounts and mean concentrations per region over time.
+
+    Every input is optional, but at least one is needed.
+
+    Outputs
+    -------
+    table : Table
+        Long format, columns ``quantity``, ``region``, ``value``, ``unit``: per label value its voxel
+        count and volume (µm³); per surface marker its area (µm²), enclosed volume (µm³, meaningful
+        for closed surfaces), triangle count, min/max triangle angle (deg) and share of angles below
+        15°; per tet region its volume (µm³) and tetrahedron count; per species and region the amount
+        (µM·µm³) at the first and last time and the mean concentration at the last time.
+    timecourse : Table
+        ``time_s`` plus one column ``"<species> in <region>"`` per species and region holding the
+        volume-weighted mean concentration; only ``time_s`` (0 rows) without fields.
+    """
 
     name = "analyze.summary"
     inputs = {
@@ -97,12 +179,13 @@ class Summary(cs.Analyzer):
         rows: list[tuple[str, str, float, str]] = []
         if labels is not None:
             voxel_um3 = float(np.prod(labels.voxel_size_nm)) / NM3_PER_UM3
-            counts = np.bincount(labels.data.ravel())
-            for value in labels.label_values():
+            values, counts = np.unique(labels.data, return_counts=True)
+            present = [(int(v), int(n)) for v, n in zip(values, counts, strict=True) if v != 0]
+            for value, count in present:
                 name = labels.class_names.get(value, f"label_{value}")
-                rows.append(("voxels", name, float(counts[value]), ""))
-                rows.append(("volume", name, counts[value] * voxel_um3, "um^3"))
-            rows.append(("labels", "all", float(len(labels.label_values())), ""))
+                rows.append(("voxels", name, float(count), ""))
+                rows.append(("volume", name, count * voxel_um3, "um^3"))
+            rows.append(("labels", "all", float(len(present)), ""))
         if surface is not None:
             angles = triangle_angles_deg(surface.vertices, surface.triangles)
             for marker in np.unique(surface.markers):

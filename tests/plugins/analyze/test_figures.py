@@ -50,3 +50,26 @@ def test_figures_are_real_pictures(artefact, inputs, tmp_path) -> None:
 def test_tables_without_time_draw_nothing(tmp_path) -> None:
     table = cs.Table({"quantity": np.array(["a"]), "value": np.array([1.0])})
     assert figures.table_figures(table, tmp_path, title="t", inputs={}) == []
+
+
+def test_tilt_montage_shows_lowest_zero_and_highest(tmp_path) -> None:
+    import matplotlib.image
+
+    angles = np.arange(-60, 61, 3.0)
+    rng = np.random.default_rng(1)
+    paths = figures.tilt_series_figures(cs.TiltSeries(rng.random((len(angles), 12, 12)), angles, 1.5), tmp_path,
+                                        title="tilts", inputs={})
+    wide = matplotlib.image.imread(paths[0]).shape[1]
+    few = figures.tilt_series_figures(cs.TiltSeries(rng.random((2, 12, 12)), [-10.0, 10.0], 1.5), tmp_path,
+                                      title="two", inputs={})
+    assert wide > 1.8 * matplotlib.image.imread(few[0]).shape[1]  # five panels against two
+
+
+def test_labels_with_sparse_instance_numbers_draw(tmp_path) -> None:
+    import matplotlib.image
+
+    data = np.zeros((8, 8, 8), np.uint32)
+    data[2:6, 2:6, 2:6] = 4_000_000
+    data[4:, :3] = 17
+    path = figures.labels_figures(cs.Labels(data), tmp_path, title="instances", inputs={})[0]
+    assert matplotlib.image.imread(path)[..., :3].std() > 0.02

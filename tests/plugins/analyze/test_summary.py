@@ -73,3 +73,13 @@ def test_no_fields_gives_an_empty_timecourse_and_no_input_is_an_error() -> None:
     assert out["timecourse"].n_rows == 0
     with pytest.raises(cs.InputError, match="needs at least one input"):
         cs.method("analyze.summary")()
+
+
+def test_sparse_instance_numbers_are_counted() -> None:
+    data = np.zeros((4, 4, 4), np.uint64)
+    data[0] = 3_000_000_000  # instance numbers from a large volume need not be small or dense
+    data[1, :2] = 7
+    r = rows(cs.method("analyze.summary")(labels=cs.Labels(data, voxel_size_nm=10.0))["table"])
+    assert r[("voxels", "label_3000000000")][0] == 16
+    assert r[("voxels", "label_7")][0] == 8
+    assert r[("volume", "label_7")][0] == pytest.approx(8 * 1000 / 1e9)
