@@ -2,10 +2,10 @@
 
 Each chosen label is turned into a binary mask, its enclosed holes filled (so
 a cytosol label that surrounds a nucleus gives the outer cell surface, and
-the nucleus its own surface nested inside), padded so that an object
-touching the volume border still gets a closed surface, smoothed with a
-Gaussian (which removes the voxel staircase) and contoured at 0.5.
-Triangles are oriented counter-clockwise seen from outside.
+the nucleus its own surface nested inside), cropped to its bounding box and
+padded so that an object touching the volume border still gets a closed
+surface, smoothed with a Gaussian (which removes the voxel staircase) and
+contoured at 0.5. Triangles are oriented counter-clockwise seen from outside.
 """
 
 from __future__ import annotations
@@ -20,28 +20,70 @@ import cellscape as cs
 
 
 def signed_volume(vertices: np.ndarray, triangles: np.ndarray) -> float:
-    """Volume enclosed by a closed, consistently oriented surface (divergence theorem)."""
+    """Volume enclosed by a closed surface, positive when its triangles face outwards.
+
+    Parameters
+    ----------
+    vertices : ndarray, shape (n, 3), float
+        Vertex coordinates (x, y, z), any length unit.
+    triangles : ndarray, shape (m, 3), int
+        Vertex indices of each triangle.
+
+    Returns
+    -------
+    float
+        Enclosed volume in the cube of the vertices' unit (divergence theorem).
+    """
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
     return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
 
 
-def drop_degenerate(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Remove zero-area triangles and unreferenced vertices; returns (vertices, triangles, kept-triangle mask)."""
+def drop_degenerate(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove zero-area triangles and the vertices no triangle uses.
+
+    Parameters
+    ----------
+    vertices : ndarray, shape (n, 3), float
+    triangles : ndarray, shape (m, 3), int
+
+    Returns
+    -------
+    vertices : ndarray, shape (n', 3)
+    triangles : ndarray, shape (m', 3), int64, indexing the returned vertices
+    """
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    area2 = np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    scale = float(np.ptp(vertices, axis=0).max()) or 1.0
-    keep = (area2 > 1e-12 * scale**2) & (triangles[:, 0] != triangles[:, 1]) & (triangles[:, 1] != triangles[:, 2]) \
-        & (triangles[:, 0] != triangles[:, 2])
-    triangles = triangles[keep]
+    twice_area = np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    scale = float(np.ptp(vertices, axis=0).max()) if len(vertices) else 1.0
+    distinct = (triangles[:, 0] != triangles[:, 1]) & (triangles[:, 1] != triangles[:, 2]) & (triangles[:, 0] != triangles[:, 2])
+    triangles = triangles[distinct & (twice_area > 1e-12 * max(scale, 1e-30) ** 2)]
     used = np.unique(triangles)
     remap = np.full(len(vertices), -1, np.int64)
     remap[used] = np.arange(len(used))
-    return vertices[used], remap[triangles], keep
+    return vertices[used], remap[triangles]
 
 
 def surface_of_mask(mask: np.ndarray, voxel_size_nm: tuple[float, float, float], origin_nm: tuple[float, float, float],
                     sigma_voxels: float, step_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Closed, outward-oriented iso-surface (vertices (x, y, z) in nm, triangles) of a boolean mask [z, y, x]."""
+    """Closed, outward-oriented 0.5 iso-surface of a smoothed boolean mask.
+
+    Parameters
+    ----------
+    mask : ndarray, shape (nz, ny, nx), bool
+        The object; it may touch the array border (the surface is closed there).
+    voxel_size_nm, origin_nm : tuple of 3 float, (z, y, x)
+        Voxel size and the position of voxel ``[0, 0, 0]``, in nm.
+    sigma_voxels : float
+        Gaussian smoothing of the mask before contouring, in voxels (0: none).
+    step_size : int
+        Marching-cubes step in voxels.
+
+    Returns
+    -------
+    vertices : ndarray, shape (n, 3), float64
+        Coordinates (x, y, z) in nm.
+    triangles : ndarray, shape (m, 3), int64
+        Counter-clockwise seen from outside.
+    """
     from scipy import ndimage
     from skimage import measure
 
@@ -50,15 +92,18 @@ def surface_of_mask(mask: np.ndarray, voxel_size_nm: tuple[float, float, float],
     if sigma_voxels > 0:
         field = ndimage.gaussian_filter(field, sigma_voxels)
     if field.max() <= 0.5:
-        raise cs.InputError("mesh.marching_cubes: an object vanished after smoothing; lower sigma_voxels")
-    verts, faces, _, _ = measure.marching_cubes(field, 0.5, spacing=voxel_size_nm, step_size=step_size,
-                                                allow_degenerate=False)
-    verts = verts - np.asarray(voxel_size_nm) * pad + np.asarray(origin_nm)
-    vertices = verts[:, ::-1].copy()  # (z, y, x) -> (x, y, z)
-    triangles = faces[:, ::-1].astype(np.int64)  # reversing the axes mirrors: flip the winding back
-    vertices, triangles, _ = drop_degenerate(vertices, triangles)
+        raise cs.InputError(
+            f"mesh.marching_cubes: an object of {int(mask.sum())} voxel(s) vanished after smoothing with sigma_voxels="
+            f"{sigma_voxels}; lower sigma_voxels"
+        )
+    spacing = tuple(float(s) for s in voxel_size_nm)
+    verts, faces, _, _ = measure.marching_cubes(field, 0.5, spacing=spacing, step_size=step_size, allow_degenerate=False)
+    verts = verts - np.asarray(spacing) * pad + np.asarray(origin_nm)
+    vertices = np.ascontiguousarray(verts[:, ::-1], np.float64)  # (z, y, x) -> (x, y, z)
+    triangles = np.ascontiguousarray(faces[:, ::-1], np.int64)  # swapping axes mirrors space: swap the winding back
+    vertices, triangles = drop_degenerate(vertices, triangles)
     if signed_volume(vertices, triangles) < 0:
-        triangles = triangles[:, ::-1].copy()
+        triangles = np.ascontiguousarray(triangles[:, ::-1])
     return vertices, triangles
 
 
@@ -72,7 +117,16 @@ class MarchingCubesParams:
 
 
 class MarchingCubes(cs.Mesher):
-    """Closed surfaces of labels by smoothed marching cubes, in nm, with one marker per label."""
+    """Closed surfaces of labels by smoothed marching cubes, in nm, with one marker per label.
+
+    Output: a :class:`cellscape.SurfaceMesh` whose vertices are (x, y, z) in
+    nm (``origin_nm + index * voxel_size_nm``), one closed outward-facing
+    surface per chosen label (marker = label value, named from the labels'
+    ``class_names``) or, with ``mode="union"``, one surface of their union
+    (marker 1). Holes enclosed by a label are filled, so nested labels give
+    nested surfaces. A label touching the volume border is closed there, with
+    a warning.
+    """
 
     name = "mesh.marching_cubes"
     Params = MarchingCubesParams
@@ -82,24 +136,39 @@ class MarchingCubes(cs.Mesher):
 
         p = self.params
         present = labels.label_values()
-        chosen = present if p.labels is None else [v for v in p.labels if v in present]
-        if not chosen:
-            wanted = "any non-zero label" if p.labels is None else f"labels {p.labels}"
-            raise cs.InputError(f"mesh.marching_cubes: no voxel has {wanted}; labels present: {present or 'none'}")
+        if p.labels is None:
+            chosen = present
+            if not chosen:
+                raise cs.InputError("mesh.marching_cubes: no voxel has any non-zero label; the labels image is empty")
+        else:
+            requested = [int(v) for v in p.labels]
+            if 0 in requested:
+                raise cs.InputError("mesh.marching_cubes: labels contains 0, the background; list only object labels")
+            missing = [v for v in requested if v not in present]
+            if missing:
+                raise cs.InputError(f"mesh.marching_cubes: no voxel has labels {missing}; labels present: {present or 'none'}")
+            chosen = sorted(set(requested))
         groups = [(1, chosen)] if p.mode == "union" else [(v, [v]) for v in chosen]
         all_vertices, all_triangles, markers = [], [], []
         offset = 0
         for marker, values in self.progress(groups, description="contouring"):
-            mask = ndimage.binary_fill_holes(np.isin(labels.data, values))
-            border = np.concatenate([mask[[0, -1]].ravel(), mask[:, [0, -1]].ravel(), mask[:, :, [0, -1]].ravel()])
-            if border.any():
+            selected = np.isin(labels.data, values)
+            box = ndimage.find_objects(selected.astype(np.uint8))[0]
+            # a box around the object: its outside is one background piece that reaches the volume border,
+            # so filling holes inside the box fills exactly the holes of the whole volume
+            mask = ndimage.binary_fill_holes(selected[box])
+            touches = any(s.start == 0 or s.stop == n for s, n in zip(box, labels.shape, strict=True))
+            if touches:
                 warnings.warn(f"mesh.marching_cubes: label(s) {values} touch the volume border; the surface was closed "
                               "at the border", stacklevel=2)
-            vertices, triangles = surface_of_mask(mask, labels.voxel_size_nm, labels.origin_nm, p.sigma_voxels,
-                                                  p.step_size)
+            origin = tuple(o + s.start * v for o, s, v in zip(labels.origin_nm, box, labels.voxel_size_nm, strict=True))
+            vertices, triangles = surface_of_mask(mask, labels.voxel_size_nm, origin, p.sigma_voxels, p.step_size)
             all_vertices.append(vertices)
             all_triangles.append(triangles + offset)
             markers.append(np.full(len(triangles), marker, np.int32))
             offset += len(vertices)
-        names = {1: "union"} if p.mode == "union" else {v: labels.class_names.get(v, f"label_{v}") for v in chosen}
+        if p.mode == "union":
+            names = {1: "+".join(labels.class_names.get(v, f"label_{v}") for v in chosen)}
+        else:
+            names = {v: labels.class_names.get(v, f"label_{v}") for v in chosen}
         return cs.SurfaceMesh(np.concatenate(all_vertices), np.concatenate(all_triangles), np.concatenate(markers), names)
