@@ -1,8 +1,8 @@
 """cellscape-example: a third-party plugin that adds ``segment.ridge_membrane``.
 
 cellscape imports this module through the ``cellscape`` entry point and calls
-its ``cellscape_register`` hook. Keep this file cheap to import: the method
-module imports scikit-image only when the method runs.
+its ``cellscape_register`` hook. Keep this file cheap to import: listing
+plugins imports it, and the method imports SciPy and scikit-image only when it runs.
 """
 
 from __future__ import annotations
