@@ -17,7 +17,8 @@ export PETSC_CONFIGURE_OPTIONS ?= --with-mpi=0 --with-cuda=0 --with-fc=0
 $(VENV)/.light: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -e .
+	# the demo meshes (pymeshlab checks surfaces before TetGen) and solves (pyamg): light, but not bare
+	$(PIP) install -q -e ".[mesh,solve]"
 	touch $@
 
 env: $(VENV)/.light

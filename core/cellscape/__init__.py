@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._api import MethodInfo, method, methods, run
 from ._data import Artefact, Fields, Labels, SurfaceMesh, Table, TetMesh, TiltSeries, Volume, register_artefact_kind
+from ._deps import MissingDependencyError, require
 from ._errors import CellscapeError, InputError, PluginError, SpecError, SpecIssue, StepError, StoreError
 from ._method import (
     Analyzer,
@@ -44,6 +45,7 @@ __all__ = [
     "Mesher",
     "Method",
     "MethodInfo",
+    "MissingDependencyError",
     "NoParams",
     "ParamInfo",
     "PluginError",
@@ -74,6 +76,7 @@ __all__ = [
     "progress",
     "read",
     "register_artefact_kind",
+    "require",
     "run",
     "write",
 ]

@@ -74,7 +74,7 @@ def check_surface(surface: cs.SurfaceMesh) -> None:
     (triangles counter-clockwise seen from outside); and no triangle crosses or
     touches another one (of any marker) except at shared vertices and edges.
     """
-    import pymeshlab
+    pymeshlab = cs.require("pymeshlab", extra="mesh", who="mesh.tetrahedralize (surface self-intersection check)")
 
     names = surface.marker_names
     for marker in np.unique(surface.markers).tolist():

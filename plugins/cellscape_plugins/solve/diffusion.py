@@ -130,11 +130,8 @@ def linear_solver(matrix: sparse.spmatrix, solver: str = "direct", preconditione
         return lambda rhs, guess: factor.solve(rhs)
     csr = matrix.tocsr()
     if preconditioner == "amg":
-        try:
-            import pyamg
-        except ImportError as exc:
-            raise cs.InputError("solver 'cg' with preconditioner 'amg' needs pyamg (pip install pyamg); "
-                                "or use preconditioner: jacobi") from exc
+        pyamg = cs.require("pyamg", extra="solve", who="solve.diffusion (solver 'cg', preconditioner 'amg'; "
+                                                         "or use preconditioner: jacobi)")
         apply_preconditioner = pyamg.smoothed_aggregation_solver(csr, symmetry="symmetric").aspreconditioner()
         max_iterations = 500
     else:

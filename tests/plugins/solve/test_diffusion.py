@@ -246,5 +246,5 @@ def test_degenerate_tetrahedra_are_named() -> None:
 
 def test_missing_pyamg_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyamg", None)
-    with pytest.raises(cs.InputError, match="needs pyamg .* or use preconditioner: jacobi"):
+    with pytest.raises(cs.MissingDependencyError, match=r"jacobi\) needs the package .pyamg.*cellscape\[solve\]"):
         cs.method("solve.diffusion", solver="cg", t_end_s=0.1, dt_s=0.1)(cube_mesh(2, 100.0))
