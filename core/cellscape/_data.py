@@ -38,7 +38,16 @@ __all__ = [
 
 
 def _frozen_array(value: Any, dtype: Any = None) -> np.ndarray:
-    array = np.array(value, dtype=dtype, copy=True)
+    """A read-only array of ``value``: a copy, except for a memory-mapped file, which is used in place.
+
+    Keeping a memmap unread is what lets a tilt series or tomogram larger
+    than memory flow through slab-wise methods; its file must not change
+    while the artefact is in use.
+    """
+    if isinstance(value, np.memmap) and (dtype is None or value.dtype == np.dtype(dtype)):
+        array = value.view()
+    else:
+        array = np.array(value, dtype=dtype, copy=True)
     array.setflags(write=False)
     return array
 
@@ -49,8 +58,13 @@ def _require(condition: bool, kind: str, message: str) -> None:
 
 
 def _check_finite(kind: str, name: str, array: np.ndarray) -> None:
-    if array.dtype.kind in "fc" and not np.isfinite(array).all():
-        bad = int(array.size - np.isfinite(array).sum())
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return
+    # block by block along the first axis, so a memory-mapped array is checked without loading it whole
+    step = max(1, (64 << 20) // max(1, array[:1].nbytes)) if array.ndim > 1 else array.shape[0]
+    bad = sum(int(block.size - np.count_nonzero(np.isfinite(block)))
+              for block in (array[i:i + step] for i in range(0, array.shape[0], step)))
+    if bad:
         raise InputError(f"{kind}: {name} holds {bad} NaN or infinite value(s); clean or mask them first")
 
 

@@ -88,6 +88,17 @@ def _exact_or_header(note: dict[str, Any], key: str, header_nm: tuple[float, ...
     return tuple(float(v) for v in exact) if np.allclose(as_header, header_nm, rtol=1e-6, atol=1e-6) else header_nm
 
 
+#: MRC data at least this large is memory-mapped (read-only) instead of loaded, so slab-wise methods
+#: (reconstruction, filters) can work on stacks and tomograms larger than memory
+MMAP_BYTES = 512 << 20
+
+
+def _memory_map(path: Path, mrc: Any) -> np.ndarray:
+    """A read-only np.memmap of the open MRC's data (its header fixes offset, dtype and shape)."""
+    offset = int(mrc.header.nbytes) + int(mrc.header.nsymbt)
+    return np.memmap(path, dtype=mrc.data.dtype, mode="r", offset=offset, shape=mrc.data.shape)
+
+
 def read_mrc(path: Path, kind: type[Artefact] | None) -> Artefact:
     """Read an MRC file as a Volume, Labels or TiltSeries (see the module docstring for the rules)."""
     import mrcfile
@@ -95,10 +106,10 @@ def read_mrc(path: Path, kind: type[Artefact] | None) -> Artefact:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with mrcfile.open(path, mode="r", permissive=True) as mrc:
+            with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
                 if mrc.data is None:
                     raise InputError(f"{path}: corrupt or truncated MRC file (no readable data)")
-                data = np.array(mrc.data)
+                data = _memory_map(path, mrc) if mrc.data.nbytes >= MMAP_BYTES else np.array(mrc.data)
                 voxel = mrc.voxel_size
                 origin = mrc.header.origin
                 labels = [bytes(lbl) for lbl in mrc.header.label[: min(10, max(0, int(mrc.header.nlabl)))]]
