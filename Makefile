@@ -36,7 +36,7 @@ blas:
 
 $(VENV)/.full: $(VENV)/.light contrib/cellscape-example/pyproject.toml | blas
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[ml,mesh,solve,dask,dev]"
+	$(PIP) install -q -e ".[ml,mesh,solve,dask,dev,bench]"
 	# petsc4py's own isolated build would compile PETSc a second time: build it against the installed one.
 	$(PIP) install -q cython numpy setuptools
 	$(PIP) install -q petsc==$(PETSC_VERSION)

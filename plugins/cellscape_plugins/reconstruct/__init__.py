@@ -8,6 +8,11 @@ import cellscape as cs
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the built-in reconstruction methods."""
+    from .cgls import CGLS
+    from .sart import SART
+    from .sirt import SIRT
+    from .tv import TotalVariation
     from .wbp import WeightedBackprojection
 
-    registry.add_method(WeightedBackprojection)
+    for method in (WeightedBackprojection, SIRT, SART, CGLS, TotalVariation):
+        registry.add_method(method)

@@ -1,0 +1,111 @@
+"""Array backends: the iterative solvers are written against the array API.
+
+:func:`namespace` picks the array library of the data (numpy by default,
+CuPy on a GPU, or any array-API library such as array-api-strict in tests);
+:class:`Operator` applies a sparse system matrix and its transpose in that
+library: scipy.sparse for numpy, cupyx.scipy.sparse for CuPy, and for any
+other array-API library a gather followed by a cumulative sum per row (only
+standard functions, so the generic path is exercised on the CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+import cellscape as cs
+
+
+def namespace(*arrays: Any) -> Any:
+    """The array-API namespace of ``arrays`` (numpy's for numpy arrays)."""
+    compat = cs.require("array_api_compat", package="array-api-compat", who="reconstruct")
+    return compat.array_namespace(*arrays)
+
+
+def gpu_available() -> bool:
+    """True when CuPy is installed and sees a CUDA device."""
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.cuda.is_available())
+    except Exception:  # a broken driver install counts as no GPU
+        return False
+
+
+def device_namespace(device: str) -> Any:
+    """numpy for ``cpu``; CuPy for ``gpu`` (error without one); ``auto``: CuPy when a GPU is there."""
+    if device == "gpu" or (device == "auto" and gpu_available()):
+        if not gpu_available():
+            raise cs.InputError("device 'gpu' was asked for, but CuPy sees no CUDA device; use device: cpu or auto")
+        import cupy
+
+        return cupy
+    return namespace(np.zeros(1))
+
+
+def _row_sums_operator(matrix: sp.csr_matrix, xp: Any) -> tuple[Any, Any, Any, Any]:
+    """Arrays for the generic path: column index and value of every entry, and each row's [start, stop) range."""
+    return (xp.asarray(matrix.indices.astype(np.int64)), xp.asarray(matrix.data.astype(np.float64)),
+            xp.asarray(matrix.indptr[:-1].astype(np.int64)), xp.asarray(matrix.indptr[1:].astype(np.int64)))
+
+
+class Operator:
+    """A sparse matrix (rays x pixels) and its transpose, applied to (n, slices) arrays of one array library."""
+
+    def __init__(self, matrix: sp.csr_matrix, xp: Any, transpose: sp.csr_matrix | bool = True):
+        """``transpose``: the transpose's CSR if already built, True to build it, False when only forward is used."""
+        self.xp = xp
+        self.shape = matrix.shape
+        if transpose is True:
+            transpose = matrix.T.tocsr()
+        compat = cs.require("array_api_compat", package="array-api-compat", who="reconstruct")
+        self._kind = ("numpy" if compat.is_numpy_namespace(xp) else "cupy" if compat.is_cupy_namespace(xp) else "generic")
+        if self._kind == "numpy":
+            pack = lambda m: m
+        elif self._kind == "cupy":
+            import cupyx.scipy.sparse as cusp
+
+            pack = cusp.csr_matrix
+        else:
+            pack = lambda m: _row_sums_operator(m, xp)
+        self._forward = pack(matrix)
+        self._adjoint = pack(transpose) if transpose is not False else None
+        self._row_sum = xp.asarray(np.asarray(matrix.sum(axis=1)).ravel().astype(np.float32))
+        self._col_sum = xp.asarray(np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32))
+
+    def row_sums(self) -> Any:
+        """Sum of each row (a ray's path length through the slab), shape (n_rays,)."""
+        return self._row_sum
+
+    def column_sums(self) -> Any:
+        """Sum of each column (how much each pixel is seen over all rays), shape (n_pixels,)."""
+        return self._col_sum
+
+    def _apply(self, packed: Any, values: Any) -> Any:
+        if self._kind != "generic":
+            return packed @ values
+        xp = self.xp
+        columns, weights, starts, stops = packed
+        dtype = values.dtype
+        gathered = xp.take(xp.astype(values, xp.float64), columns, axis=0) * weights[:, None]
+        running = xp.concat([xp.zeros((1, values.shape[1]), dtype=xp.float64), xp.cumulative_sum(gathered, axis=0)])
+        return xp.astype(xp.take(running, stops, axis=0) - xp.take(running, starts, axis=0), dtype)
+
+    def forward(self, slab: Any) -> Any:
+        """Project: (n_pixels, s) -> (n_rays, s)."""
+        return self._apply(self._forward, slab)
+
+    def adjoint(self, rays: Any) -> Any:
+        """Backproject with the exact transpose: (n_rays, s) -> (n_pixels, s)."""
+        if self._adjoint is None:
+            raise TypeError("this operator was built without its transpose")
+        return self._apply(self._adjoint, rays)
+
+
+def subset_operators(matrix: sp.csr_matrix, subsets: list[np.ndarray], xp: Any) -> list[Operator]:
+    """One :class:`Operator` per subset of ray rows."""
+    return [Operator(matrix[rows], xp) for rows in subsets]

@@ -1,0 +1,190 @@
+"""What every tomographic reconstruction shares: preparing the tilt series and working slab by slab.
+
+Single-axis geometry makes every Y slice of the tomogram an independent 2D
+problem with the same system matrix, so a method solves a *slab* of slices
+at once as one matrix problem (pixels x slices): the arithmetic is
+vectorized across slices and angles, slabs run on worker threads (SciPy's
+sparse products release the GIL), and only one slab per worker is in memory.
+The input projections may be a memory-mapped file and the output any
+array with NumPy slicing (``np.memmap``, a Zarr array), so a tomogram larger
+than memory is reconstructed with memory for a few slabs only
+(:meth:`SlabReconstructor.reconstruct_into`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+
+import cellscape as cs
+
+from ._backend import device_namespace
+from ._geometry import Geometry
+
+log = logging.getLogger("cellscape.reconstruct")
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@attrs.frozen
+class SlabParams:
+    """Parameters every reconstruction method has."""
+
+    thickness_voxels: int | None = cs.param(None, ge=1, unit="voxel", help="output thickness (z); default: image width")
+    z_offset_voxels: float = cs.param(0.0, unit="voxel", help="shift of the reconstructed slab along z")
+    binning: int = cs.param(1, ge=1, le=16, help="average b x b detector pixels first (voxel size x b)")
+    exclude_tilts: list[int] | None = cs.param(None, help="0-based indices of tilt images to leave out (bad tilts)")
+    slab_slices: int | None = cs.param(None, ge=1, unit="slice", help="Y slices per slab; default: from a 256 MB budget")
+    workers: int | None = cs.param(None, ge=1, help="threads working on slabs; default: the CPU count (at most 4)")
+    device: str = cs.param("auto", choices=DEVICES, help="cpu (NumPy), gpu (CuPy), auto: the GPU when there is one")
+
+
+def prepared_angles(tilts: cs.TiltSeries, exclude: list[int] | None, name: str) -> np.ndarray:
+    """Indices of the tilts to use, after exclusion and checks."""
+    n = tilts.projections.shape[0]
+    keep = np.ones(n, bool)
+    for index in exclude or []:
+        if not -n <= index < n:
+            raise cs.InputError(f"{name}: parameter 'exclude_tilts': index {index} is out of range for {n} tilt images "
+                                f"(0..{n - 1})")
+        keep[index] = False
+    chosen = np.flatnonzero(keep)
+    if len(chosen) < 2:
+        raise cs.InputError(f"{name}: only {len(chosen)} tilt image(s) left after 'exclude_tilts'; need at least 2")
+    angles = tilts.tilt_angles_deg[chosen]
+    if len(np.unique(angles)) != len(angles):
+        raise cs.InputError(f"{name}: tilt angles repeat ({_repeats(angles)}); exclude duplicate images with "
+                            "'exclude_tilts'")
+    return chosen
+
+
+def _repeats(angles: np.ndarray) -> str:
+    values, counts = np.unique(angles, return_counts=True)
+    return ", ".join(f"{v:g}°" for v in values[counts > 1])
+
+
+def _axis_on_y(tilts: cs.TiltSeries) -> np.ndarray:
+    """Projections rotated so the tilt axis runs along Y (IMOD's axis angle is counter-clockwise from Y)."""
+    from scipy import ndimage
+
+    angle = tilts.tilt_axis_angle_deg
+    if abs(angle) < 1e-9:
+        return tilts.projections
+    rotated = np.empty(tilts.projections.shape, np.float32)
+    for i, image in enumerate(tilts.projections):
+        rotated[i] = ndimage.rotate(np.asarray(image, np.float32), -angle, reshape=False, order=1, mode="nearest")
+    return rotated
+
+
+class SlabReconstructor(cs.Reconstructor):
+    """A reconstruction method that solves slabs of Y slices independently.
+
+    Subclasses implement :meth:`setup` (once per geometry: matrices,
+    normalisations) and :meth:`solve_slab` (rays (n_rays, s) -> pixels
+    (n_pixels, s), in the array library ``xp``).
+    """
+
+    Params = SlabParams
+    #: extra memory per slice in units of (rays + pixels) float32 arrays, for the automatic slab size
+    working_arrays: ClassVar[int] = 6
+
+    def setup(self, geometry: Geometry, xp: Any, context: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def solve_slab(self, state: Any, rays: Any, xp: Any) -> Any:
+        raise NotImplementedError
+
+    # -- the shared driver ---------------------------------------------------------------------------------------
+
+    def output_shape(self, tilts: cs.TiltSeries) -> tuple[int, int, int]:
+        """Shape (z, y, x) of the tomogram this method makes from ``tilts``."""
+        _, ny, nu = tilts.projections.shape
+        b = self.params.binning
+        nx = nu // b
+        return (self.params.thickness_voxels or nx), ny // b, nx
+
+    def reconstruct(self, tilts: cs.TiltSeries) -> cs.Volume:
+        out = np.zeros(self.output_shape(tilts), np.float32)
+        return self.reconstruct_into(tilts, out)
+
+    def reconstruct_into(self, tilts: cs.TiltSeries, out: Any) -> cs.Volume:
+        """Reconstruct into ``out`` (any array of :meth:`output_shape` with NumPy slicing, e.g. np.memmap, zarr).
+
+        Returns a Volume over ``out`` when it is a NumPy array (a memmap
+        included), else over a NumPy copy of it.
+        """
+        p = self.params
+        expected = self.output_shape(tilts)
+        if tuple(out.shape) != expected:
+            raise cs.InputError(f"{self.name}: output array has shape {tuple(out.shape)}, expected {expected} (z, y, x)")
+        b = p.binning
+        _, ny_full, nu_full = tilts.projections.shape
+        if nu_full // b < 2 or ny_full // b < 1:
+            raise cs.InputError(f"{self.name}: parameter 'binning': {b} leaves no image ({ny_full}x{nu_full} pixels)")
+        chosen = prepared_angles(tilts, p.exclude_tilts, self.name)
+        angles = tilts.tilt_angles_deg[chosen]
+        projections = _axis_on_y(tilts)
+        nz, ny, nx = expected
+        geometry = Geometry(nu=nx, nx=nx, nz=nz, angles_deg=tuple(float(a) for a in angles), z_offset=p.z_offset_voxels)
+        xp = device_namespace(p.device)
+
+        def load(y0: int, y1: int) -> np.ndarray:
+            block = np.asarray(projections[chosen, y0 * b:y1 * b, : nx * b], np.float32)
+            if b > 1:
+                # b x b pixels averaged; line integrals counted in the new, b times larger pixels
+                block = block.reshape(len(chosen), y1 - y0, b, nx, b).mean(axis=(2, 4)) / b
+            # (angle, y, u) -> (angle * u, y): one column per slice
+            return np.ascontiguousarray(block.transpose(0, 2, 1)).reshape(len(chosen) * nx, y1 - y0)
+
+        context = {"load": load, "ny": ny}
+        state = self.setup(geometry, xp, context)
+        workers = p.workers or min(4, os.cpu_count() or 1)
+        per_slice = 4 * (geometry.n_rays + geometry.n_pixels) * self.working_arrays
+        slab = p.slab_slices or max(1, min(ny, (256 << 20) // per_slice, math.ceil(ny / workers)))
+        bounds = [(y0, min(ny, y0 + slab)) for y0 in range(0, ny, slab)]
+
+        def work(bound: tuple[int, int]) -> np.ndarray:
+            y0, y1 = bound
+            result = self.solve_slab(state, xp.asarray(load(y0, y1)), xp)
+            return _to_numpy(result).reshape(nz, nx, y1 - y0).transpose(0, 2, 1)
+
+        log.info("%s: %d slices of %dx%d in %d slab(s) on %d thread(s)", self.name, ny, nz, nx, len(bounds), workers)
+        if workers == 1 or len(bounds) == 1:
+            results = map(work, bounds)
+            for bound, block in self.progress(zip(bounds, results, strict=True), total=len(bounds),
+                                              description="slabs"):
+                out[:, bound[0]:bound[1], :] = block
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                # keep at most 2 slabs per worker in flight so memory stays bounded
+                pending: list[Any] = []
+                queue = iter(bounds)
+                for bound in queue:
+                    pending.append((bound, pool.submit(work, bound)))
+                    if len(pending) >= 2 * workers:
+                        break
+                for _ in self.progress(range(len(bounds)), description="slabs"):
+                    bound, future = pending.pop(0)
+                    out[:, bound[0]:bound[1], :] = future.result()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.append((nxt, pool.submit(work, nxt)))
+        size = tilts.pixel_size_nm * b
+        data = out if isinstance(out, np.ndarray) else np.asarray(out[...])
+        # voxel [k, j, i] of a slab of the projected volume's size is that volume's voxel [k, j, i]
+        shift = (b - 1) / 2 * tilts.pixel_size_nm  # a binned pixel sits at the centre of the b pixels it averages
+        return cs.Volume(data, (size, size, size), (p.z_offset_voxels * size, shift, shift))
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "get"):  # CuPy
+        return array.get()
+    return np.from_dlpack(array)
