@@ -93,6 +93,31 @@ def test_tilt_series_from_mrc_and_tlt(tmp_path) -> None:
         cs.read(tmp_path / "stack.mrc")
 
 
+@pytest.mark.parametrize("name", ["stack.tif", "stack.ome.tif"])
+def test_tilt_series_from_tiff_and_tlt(tmp_path, name) -> None:
+    tilts = cs.TiltSeries(np.random.default_rng(4).random((4, 6, 8)).astype(np.float32), [-45.0, -15.5, 15.5, 45.0],
+                          0.75, tilt_axis_angle_deg=-3.5)
+    cs.write(tilts, tmp_path / name)
+    assert (tmp_path / "stack.tlt").exists()
+    assert_same(cs.read(tmp_path / name), tilts)
+
+
+def test_foreign_tiff_stack_with_rawtlt_reads_as_tilt_series(tmp_path) -> None:
+    import tifffile
+
+    stack = np.arange(3 * 5 * 7, dtype=np.uint16).reshape(3, 5, 7)
+    tifffile.imwrite(tmp_path / "series.tif", stack, photometric="minisblack", resolution=(1e7 / 2.5, 1e7 / 2.5),
+                     resolutionunit=3)  # 2.5 nm per pixel
+    (tmp_path / "series.rawtlt").write_text("-30\n0\n30\n")
+    tilts = cs.read(tmp_path / "series.tif")
+    assert isinstance(tilts, cs.TiltSeries)
+    assert tilts.pixel_size_nm == pytest.approx(2.5)
+    np.testing.assert_array_equal(tilts.projections, stack)
+    (tmp_path / "series.rawtlt").write_text("-30\n0\n")
+    with pytest.raises(cs.InputError, match=r"series.tif: 3 images but 2 angles in series.rawtlt"):
+        cs.read(tmp_path / "series.tif")
+
+
 def test_ome_tiff_physical_sizes_from_a_foreign_file(tmp_path) -> None:
     import tifffile
 

@@ -5,8 +5,8 @@ suffix              artefacts                                   library
 ==================  ==========================================  ==========================
 .npz                every kind (lossless, cellscape's own)      numpy
 .mrc .rec .st .ali  Volume, Labels, TiltSeries (+ .tlt beside)  mrcfile
-.tif .tiff          Volume, Labels (OME-TIFF physical sizes)    tifffile
-.ome.tif(f)         Volume, Labels                              tifffile
+.tif .tiff          Volume, Labels, TiltSeries (+ .tlt beside)  tifffile
+.ome.tif(f)         Volume, Labels, TiltSeries                  tifffile
 .zarr .ome.zarr     Volume, Labels (OME-NGFF 0.4 multiscales)   zarr
 .vtp                SurfaceMesh                                 vtk
 .vtu                TetMesh, SurfaceMesh                        vtk

@@ -21,7 +21,7 @@ def _read_npz(path: Path, kind: type[Artefact] | None) -> Artefact:
 IMAGES = ("volume", "labels")
 register_format(Format("NumPy npz", (".npz",), ("*",), _read_npz, write_npz))
 register_format(Format("MRC", (".mrc", ".rec", ".st", ".ali", ".map"), (*IMAGES, "tilt_series"), read_mrc, write_mrc))
-register_format(Format("TIFF", (".tif", ".tiff", ".ome.tif", ".ome.tiff"), IMAGES, read_tiff, write_tiff))
+register_format(Format("TIFF", (".tif", ".tiff", ".ome.tif", ".ome.tiff"), (*IMAGES, "tilt_series"), read_tiff, write_tiff))
 register_format(Format("OME-Zarr", (".zarr", ".ome.zarr"), IMAGES, read_zarr, write_zarr))
 register_format(Format("VTK polydata", (".vtp",), ("surface_mesh",), read_vtp, write_vtp))
 register_format(Format("VTK unstructured grid", (".vtu",), ("surface_mesh", "tet_mesh"), read_vtu, write_vtu))

@@ -12,6 +12,12 @@ cellscape writes its note as the JSON image description of a plain TIFF and
 in a private tag (65010) of an OME-TIFF, whose description is the OME-XML;
 it also writes the standard resolution tags (pixels per cm) so other tools
 see the pixel size. A 2D image reads as a Volume with one z slice.
+
+A tilt series is a TIFF stack (one image per tilt) with its angles in
+``<stem>.tlt`` or ``<stem>.rawtlt`` beside it (IMOD's one-angle-per-line
+files; for ``stack.ome.tif`` the stem is ``stack``); the pixel size comes
+from the same metadata as a volume's XY size. Writing a TiltSeries writes the
+``.tlt`` file too.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .._data import Artefact, Labels, Volume
+from .._data import Artefact, Labels, TiltSeries, Volume
 from .._errors import InputError
+from ._angles import read_tilt_angles, write_tilt_angles
 
 NOTE_TAG = 65010  # private TIFF tag holding cellscape's JSON note
 _TO_NM = {"nm": 1.0, "nanometer": 1.0, "\u00b5m": 1e3, "\u03bcm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3,
@@ -134,28 +141,67 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
         voxel = (float(imagej["spacing"]) * unit_nm if "spacing" in imagej else xy, xy, xy)
     elif xy_nm is not None:
         voxel = (xy_nm, xy_nm, xy_nm)
-    wanted = kind.kind if kind is not None else note.get("kind", "volume")
+    angles_path = _angles_beside(path)
+    wanted = kind.kind if kind is not None else note.get("kind", "tilt_series" if angles_path else "volume")
     try:
+        if wanted == "tilt_series":
+            if angles_path is None:
+                raise InputError(f"a tilt series needs its angles in {_stem(path)}.tlt beside it")
+            angles = read_tilt_angles(angles_path)
+            if len(angles) != data.shape[0]:
+                raise InputError(f"{data.shape[0]} images but {len(angles)} angles in {angles_path.name}; "
+                                 "give exactly one angle per image")
+            pixel = float(note.get("pixel_size_nm", voxel[2]))
+            return TiltSeries(data, angles, pixel, float(note.get("tilt_axis_angle_deg", 0.0)))
         if wanted == "labels":
             names = {int(k): v for k, v in note.get("class_names", {}).items()}
             return Labels(data, names, voxel, origin)
         return Volume(data, voxel, origin)
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from exc
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _angles_beside(path: Path) -> Path | None:
+    for suffix in (".tlt", ".rawtlt"):
+        candidate = path.with_name(_stem(path) + suffix)
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def write_tiff(obj: Artefact, path: Path) -> None:
-    """Write a Volume or Labels as TIFF, or as OME-TIFF when the name ends in .ome.tif(f)."""
-    import tifffile
-
+    """Write a Volume, Labels or TiltSeries (with ``<stem>.tlt``) as TIFF, or OME-TIFF when named .ome.tif(f)."""
+    if isinstance(obj, TiltSeries):
+        size = obj.pixel_size_nm
+        note: dict[str, Any] = {"kind": obj.kind, "shape": list(obj.projections.shape), "pixel_size_nm": size,
+                                "tilt_axis_angle_deg": obj.tilt_axis_angle_deg, "voxel_size_nm": [1.0, size, size]}
+        _write_tiff_data(obj.projections, (1.0, size, size), note, path)
+        write_tilt_angles(path.with_name(_stem(path) + ".tlt"), obj.tilt_angles_deg)
+        return
     if not isinstance(obj, (Volume, Labels)):
-        raise InputError(f"{path}: TIFF files hold volumes and labels, not {type(obj).__name__}")
-    note: dict[str, Any] = {"kind": obj.kind, "shape": list(obj.data.shape), "voxel_size_nm": list(obj.voxel_size_nm),
-                            "origin_nm": list(obj.origin_nm)}
+        raise InputError(f"{path}: TIFF files hold volumes, labels and tilt series, not {type(obj).__name__}")
+    note = {"kind": obj.kind, "shape": list(obj.data.shape), "voxel_size_nm": list(obj.voxel_size_nm),
+            "origin_nm": list(obj.origin_nm)}
     if isinstance(obj, Labels):
         note["class_names"] = {str(k): v for k, v in sorted(obj.class_names.items())}
     data = obj.data.astype(np.uint8) if obj.data.dtype.kind == "b" else obj.data
-    vz, vy, vx = obj.voxel_size_nm
+    _write_tiff_data(data, obj.voxel_size_nm, note, path)
+
+
+def _write_tiff_data(data: np.ndarray, voxel_size_nm: tuple[float, float, float], note: dict[str, Any],
+                     path: Path) -> None:
+    import tifffile
+
+    vz, vy, vx = voxel_size_nm
     per_cm = (_TO_NM["cm"] / vx, _TO_NM["cm"] / vy)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
