@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._data import TiltSeries
 from .._errors import InputError
 from .._payload import atomic_write
 
@@ -47,3 +48,15 @@ def angle_file_beside(path: Path) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def tilt_series_from_stack(data: np.ndarray, angles_path: Path | None, expected_name: str, pixel_size_nm: float,
+                           tilt_axis_angle_deg: float) -> TiltSeries:
+    """A TiltSeries of an image stack and the angle file beside it; errors say which file is missing or wrong."""
+    if angles_path is None:
+        raise InputError(f"a tilt series needs its angles in {expected_name} beside it")
+    angles = read_tilt_angles(angles_path)
+    if len(angles) != data.shape[0]:
+        raise InputError(f"{data.shape[0]} images but {len(angles)} angles in {angles_path.name}; "
+                         "give exactly one angle per image")
+    return TiltSeries(data, angles, pixel_size_nm, tilt_axis_angle_deg)

@@ -35,7 +35,7 @@ import numpy as np
 
 from .._data import Artefact, Labels, TiltSeries, Volume
 from .._errors import InputError
-from ._angles import angle_file_beside, read_tilt_angles, write_tilt_angles
+from ._angles import angle_file_beside, tilt_series_from_stack, write_tilt_angles
 
 _TAG = "cellscape:"
 _MORE = "cellscape+"
@@ -141,14 +141,9 @@ def read_mrc(path: Path, kind: type[Artefact] | None) -> Artefact:
         wanted = "tilt_series" if angles_path is not None else "volume"
     try:
         if wanted == "tilt_series":
-            if angles_path is None:
-                raise InputError(f"a tilt series needs its angles in {path.with_suffix('.tlt').name} beside it")
-            angles = read_tilt_angles(angles_path)
-            if len(angles) != data.shape[0]:
-                raise InputError(f"{data.shape[0]} images but {len(angles)} angles in {angles_path.name}; "
-                                 "give exactly one angle per image")
-            pixel = float(note.get("pixel_size_nm", header_size[2]))
-            return TiltSeries(data, angles, pixel, float(note.get("tilt_axis_angle_deg", 0.0)))
+            return tilt_series_from_stack(data, angles_path, path.with_suffix(".tlt").name,
+                                          float(note.get("pixel_size_nm", header_size[2])),
+                                          float(note.get("tilt_axis_angle_deg", 0.0)))
         if wanted == "labels":
             names = {int(k): v for k, v in note.get("class_names", {}).items()}
             return Labels(data, names, size_nm, origin_nm)

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._data import Artefact, Labels, TiltSeries, Volume
 from .._errors import InputError
-from ._angles import read_tilt_angles, write_tilt_angles
+from ._angles import tilt_series_from_stack, write_tilt_angles
 
 NOTE_TAG = 65010  # private TIFF tag holding cellscape's JSON note
 _TO_NM = {"nm": 1.0, "nanometer": 1.0, "\u00b5m": 1e3, "\u03bcm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3,
@@ -145,14 +145,9 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
     wanted = kind.kind if kind is not None else note.get("kind", "tilt_series" if angles_path else "volume")
     try:
         if wanted == "tilt_series":
-            if angles_path is None:
-                raise InputError(f"a tilt series needs its angles in {_stem(path)}.tlt beside it")
-            angles = read_tilt_angles(angles_path)
-            if len(angles) != data.shape[0]:
-                raise InputError(f"{data.shape[0]} images but {len(angles)} angles in {angles_path.name}; "
-                                 "give exactly one angle per image")
-            pixel = float(note.get("pixel_size_nm", voxel[2]))
-            return TiltSeries(data, angles, pixel, float(note.get("tilt_axis_angle_deg", 0.0)))
+            return tilt_series_from_stack(data, angles_path, f"{_stem(path)}.tlt",
+                                          float(note.get("pixel_size_nm", voxel[2])),
+                                          float(note.get("tilt_axis_angle_deg", 0.0)))
         if wanted == "labels":
             names = {int(k): v for k, v in note.get("class_names", {}).items()}
             return Labels(data, names, voxel, origin)
