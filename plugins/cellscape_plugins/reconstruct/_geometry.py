@@ -54,13 +54,40 @@ class Geometry:
         return x, z
 
 
-def _csr(rows: list[np.ndarray], cols: list[np.ndarray], vals: list[np.ndarray], shape: tuple[int, int]) -> sp.csr_matrix:
-    matrix = sp.coo_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-                           shape=shape).tocsr()
-    matrix.sum_duplicates()
-    matrix.indices = matrix.indices.astype(np.int32, copy=False)
-    matrix.indptr = matrix.indptr.astype(np.int32 if matrix.nnz < 2**31 else np.int64, copy=False)
+def _csr(blocks: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR straight from row-major blocks of equal-length rows, no sorting.
+
+    Each block is (indices, weights) of shape (rows, k): k entries for each of
+    its rows, in row order; entries of weight 0 (outside the grid) are dropped.
+    """
+    counts = np.concatenate([np.full(idx.shape[0], idx.shape[1], np.int64) for idx, _ in blocks])
+    indptr = np.zeros(shape[0] + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.concatenate([idx.ravel() for idx, _ in blocks]).astype(np.int32)
+    data = np.concatenate([w.ravel() for _, w in blocks]).astype(np.float32)
+    matrix = sp.csr_matrix((data, indices, indptr), shape=shape)
+    matrix.eliminate_zeros()
+    if matrix.nnz < 2**31:
+        matrix.indptr = matrix.indptr.astype(np.int32)
     return matrix
+
+
+def _pairs(position: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation at fractional ``position`` (shape (r, m)) on the grid 0..n-1.
+
+    Returns indices and weights of shape (r, 2m): the lower neighbours of
+    the m positions, then the upper ones (CSR rows need no sorted columns).
+    Positions outside the grid get weight 0 and a clipped index, so every
+    row keeps its length.
+    """
+    lower = np.floor(position)
+    upper_weight = (position - lower).astype(np.float32)
+    lower = lower.astype(np.int64)
+    index = np.concatenate([lower, lower + 1], axis=-1)
+    weight = np.concatenate([1.0 - upper_weight, upper_weight], axis=-1)
+    weight *= (index >= 0) & (index < n)
+    np.clip(index, 0, n - 1, out=index)
+    return index, weight
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,19 +95,12 @@ def backprojection_matrix(geometry: Geometry) -> sp.csr_matrix:
     """Pixel-driven linear-interpolation backprojector, shape (n_pixels, n_rays)."""
     x, z = geometry.centred_axes()
     nu = geometry.nu
-    centre = (nu - 1) / 2
-    pixel = np.arange(geometry.n_pixels).reshape(geometry.nz, geometry.nx)
-    rows, cols, vals = [], [], []
-    for a, theta in enumerate(np.radians(geometry.angles_deg)):
-        u = x[None, :] * np.cos(theta) + z[:, None] * np.sin(theta) + centre
-        lower = np.floor(u).astype(np.int64)
-        frac = u - lower
-        for index, weight in ((lower, 1.0 - frac), (lower + 1, frac)):
-            inside = (index >= 0) & (index < nu) & (weight > 0)
-            rows.append(pixel[inside])
-            cols.append(a * nu + index[inside])
-            vals.append(weight[inside])
-    return _csr(rows, cols, vals, (geometry.n_pixels, geometry.n_rays))
+    theta = np.radians(np.asarray(geometry.angles_deg))
+    # (pixel, angle): detector position of every pixel at every tilt
+    u = (x[None, :, None] * np.cos(theta) + z[:, None, None] * np.sin(theta)).reshape(geometry.n_pixels, -1)
+    index, weight = _pairs(u + (nu - 1) / 2, nu)
+    index += np.tile(np.arange(len(theta)) * nu, 2)[None, :]
+    return _csr([(index, weight)], (geometry.n_pixels, geometry.n_rays))
 
 
 @functools.lru_cache(maxsize=8)
@@ -89,28 +109,19 @@ def projection_matrix(geometry: Geometry) -> sp.csr_matrix:
     x, z = geometry.centred_axes()
     nu, nx, nz = geometry.nu, geometry.nx, geometry.nz
     u = np.arange(nu) - (nu - 1) / 2
-    rows, cols, vals = [], [], []
-    for a, theta in enumerate(np.radians(geometry.angles_deg)):
+    blocks = []
+    for theta in np.radians(geometry.angles_deg):
         c, s = np.cos(theta), np.sin(theta)
-        ray = a * nu + np.arange(nu)
-        if abs(c) >= abs(s):  # step through rows z; x where the ray crosses each row
-            crossing = (u[:, None] - z[None, :] * s) / c + (nx - 1) / 2  # (nu, nz), in x index units
-            step, fixed, by_rows, n_moving = 1.0 / abs(c), np.arange(nz), True, nx
-        else:  # step through columns x; z where the ray crosses each column
-            crossing = (u[:, None] - x[None, :] * c) / s + (nz - 1) / 2 - geometry.z_offset
-            step, fixed, by_rows, n_moving = 1.0 / abs(s), np.arange(nx), False, nz
-        lower = np.floor(crossing).astype(np.int64)
-        frac = crossing - lower
-        for index, weight in ((lower, 1.0 - frac), (lower + 1, frac)):
-            inside = (index >= 0) & (index < n_moving) & (weight > 0)
-            ray_index = np.broadcast_to(ray[:, None], index.shape)[inside]
-            fixed_index = np.broadcast_to(fixed[None, :], index.shape)[inside]
-            moving = index[inside]
-            pixel = fixed_index * nx + moving if by_rows else moving * nx + fixed_index
-            rows.append(ray_index)
-            cols.append(pixel)
-            vals.append(step * weight[inside])
-    return _csr(rows, cols, vals, (geometry.n_rays, geometry.n_pixels))
+        if abs(c) >= abs(s):  # step through rows z; interpolate along x where the ray crosses each row
+            index, weight = _pairs((u[:, None] - z[None, :] * s) / c + (nx - 1) / 2, nx)  # (nu, 2 nz)
+            pixel = np.tile(np.arange(nz) * nx, 2)[None, :] + index
+            weight /= abs(c)
+        else:  # step through columns x; interpolate along z where the ray crosses each column
+            index, weight = _pairs((u[:, None] - x[None, :] * c) / s + (nz - 1) / 2 - geometry.z_offset, nz)
+            pixel = index * nx + np.tile(np.arange(nx), 2)[None, :]
+            weight /= abs(s)
+        blocks.append((pixel, weight))
+    return _csr(blocks, (geometry.n_rays, geometry.n_pixels))
 
 
 @functools.lru_cache(maxsize=8)
