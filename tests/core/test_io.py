@@ -118,6 +118,23 @@ def test_foreign_tiff_stack_with_rawtlt_reads_as_tilt_series(tmp_path) -> None:
         cs.read(tmp_path / "series.tif")
 
 
+def test_tiff_pages_written_one_by_one(tmp_path) -> None:
+    import tifffile
+
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
+        for value in range(3):
+            tif.write(np.full((6, 8), value, np.float32))
+    (tmp_path / "pages.tlt").write_text("-20\n0\n20\n")
+    tilts = cs.read(tmp_path / "pages.tif")
+    assert tilts.projections.shape == (3, 6, 8)
+    np.testing.assert_array_equal(tilts.projections[:, 0, 0], [0, 1, 2])
+    with tifffile.TiffWriter(tmp_path / "mixed.tif") as tif:
+        tif.write(np.zeros((6, 8), np.float32))
+        tif.write(np.zeros((5, 8), np.float32))
+    with pytest.raises(cs.InputError, match=r"mixed.tif: the file holds images of different sizes \(5x8, 6x8\)"):
+        cs.read(tmp_path / "mixed.tif")
+
+
 def test_ome_tiff_physical_sizes_from_a_foreign_file(tmp_path) -> None:
     import tifffile
 

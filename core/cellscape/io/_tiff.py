@@ -107,7 +107,7 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
     logger.addHandler(complaints)
     try:
         with tifffile.TiffFile(path) as tif:
-            data = tif.asarray()
+            data = _stack(tif, path)
             page = tif.pages[0]
             note = _own_note(page)
             ome = tif.ome_metadata
@@ -155,6 +155,19 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
     except InputError as exc:
         message = str(exc)
         raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+
+
+def _stack(tif: Any, path: Path) -> np.ndarray:
+    """The image data: one series, or several series of one shape stacked (pages written one by one)."""
+    series = tif.series
+    if len(series) <= 1:
+        return tif.asarray()
+    shapes = {tuple(s.shape) for s in series}
+    if len(shapes) > 1:
+        listed = ", ".join("x".join(map(str, shape)) for shape in sorted(shapes))
+        raise InputError(f"{path}: the file holds images of different sizes ({listed}); a stack needs images of one "
+                         "size")
+    return np.stack([s.asarray() for s in series])
 
 
 def _stem(path: Path) -> str:
