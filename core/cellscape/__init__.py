@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from ._api import MethodInfo, method, methods, run
-from ._data import Artefact, Fields, Labels, SurfaceMesh, Table, TetMesh, TiltSeries, Volume, register_artefact_kind
+from ._data import Artefact, Fields, Labels, Model, SurfaceMesh, Table, TetMesh, TiltSeries, Volume, register_artefact_kind
 from ._deps import MissingDependencyError, require
 from ._errors import CellscapeError, InputError, PluginError, SpecError, SpecIssue, StepError, StoreError
 from ._method import (
@@ -46,6 +46,7 @@ __all__ = [
     "Method",
     "MethodInfo",
     "MissingDependencyError",
+    "Model",
     "NoParams",
     "ParamInfo",
     "PluginError",

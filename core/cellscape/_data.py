@@ -464,8 +464,54 @@ class Table(Artefact):
         return cls(columns, meta.get("units", {}), meta.get("title", ""))
 
 
+@attrs.frozen(eq=False)
+class Model(Artefact):
+    """A trained model: the method that made it, its numbers as named arrays, and JSON metadata.
+
+    Stored like every artefact (``.npz`` arrays + JSON, never pickle), so a
+    model is a step output that can be saved, cached, hashed and fed to a
+    later step or run: random-forest tree tables, network weights (a state
+    dict as arrays), fitted shape-model parameters.
+
+    Parameters
+    ----------
+    method : str
+        Name of the method that made it and can use it (``segment.random_forest``).
+    arrays : dict[str, ndarray]
+        Every learned number.
+    meta : dict
+        JSON-able settings: class names, architecture, training parameters, versions.
+    """
+
+    kind: ClassVar[str] = "model"
+
+    method: str
+    arrays: dict[str, np.ndarray] = attrs.field(converter=lambda d: {str(k): _frozen_array(v) for k, v in d.items()})
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        _require(bool(self.method), "Model", "method must name the method that made the model")
+        try:
+            canonical_meta(self.meta)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Model: meta must be JSON-able ({exc})") from exc
+
+    def require(self, method: str) -> Model:
+        """This model, or an InputError when it was made by another method."""
+        if self.method != method:
+            raise InputError(f"{method}: the model was made by {self.method}, not by {method}")
+        return self
+
+    def to_payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return dict(self.arrays), {"method": self.method, "meta": self.meta}
+
+    @classmethod
+    def from_payload(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Model:
+        return cls(meta["method"], dict(arrays), dict(meta.get("meta", {})))
+
+
 _KINDS: dict[str, type[Artefact]] = {
-    cls.kind: cls for cls in (Volume, Labels, TiltSeries, SurfaceMesh, TetMesh, Fields, Table)
+    cls.kind: cls for cls in (Volume, Labels, TiltSeries, SurfaceMesh, TetMesh, Fields, Table, Model)
 }
 
 

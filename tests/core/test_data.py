@@ -26,6 +26,8 @@ def _examples() -> list[cs.Artefact]:
         mesh,
         cs.Fields(mesh, [0.0, 0.5], {"ca": rng.random((2, 5)), "atp": np.ones((2, 5))}, {"ca": "uM"}),
         cs.Table({"name": np.array(["a", "b"]), "value": np.array([1.5, 2.5])}, {"value": "um^3"}, "sizes"),
+        cs.Model("segment.random_forest", {"feature": np.arange(5, dtype=np.int32), "w": rng.random((2, 3))},
+                 {"classes": ["background", "membrane"], "scales": [0.7, 1.6]}),
     ]
 
 
@@ -94,3 +96,14 @@ def test_corrupt_npz_is_an_input_error(tmp_path) -> None:
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(cs.InputError, match="x.npz"):
         read_npz(path)
+
+
+def test_model_checks() -> None:
+    with pytest.raises(cs.InputError, match="meta must be JSON-able"):
+        cs.Model("segment.unet", {}, {"bad": object()})
+    with pytest.raises(cs.InputError, match="method must name"):
+        cs.Model("", {})
+    model = cs.Model("segment.unet", {"w": np.ones(2)})
+    assert model.require("segment.unet") is model
+    with pytest.raises(cs.InputError, match="segment.random_forest: the model was made by segment.unet"):
+        model.require("segment.random_forest")
