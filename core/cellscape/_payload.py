@@ -28,7 +28,7 @@ def content_hash(obj: Artefact) -> str:
     digest = hashlib.sha256()
     digest.update(obj.kind.encode() + b"\0" + canonical_meta(meta) + b"\0")
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
+        array = np.asarray(arrays[name], order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         header = f"{name}|{array.dtype.str}|{array.shape}".encode()
         digest.update(header + b"\0")
         digest.update(array.tobytes() if array.dtype.kind != "U" else json.dumps(array.tolist()).encode())
@@ -58,7 +58,7 @@ def atomic_write(path: Path, write: Any) -> None:
 def write_npz(obj: Artefact, path: str | os.PathLike[str]) -> None:
     """Write an artefact to a ``.npz`` file atomically."""
     arrays, meta = obj.to_payload()
-    entries = {name.replace("/", "::"): np.ascontiguousarray(a) for name, a in arrays.items()}
+    entries = {name.replace("/", "::"): np.asarray(a, order="C") for name, a in arrays.items()}
     entries["__kind__"] = np.frombuffer(obj.kind.encode(), dtype=np.uint8)
     entries["__meta__"] = np.frombuffer(canonical_meta(meta), dtype=np.uint8)
 

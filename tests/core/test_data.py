@@ -26,7 +26,8 @@ def _examples() -> list[cs.Artefact]:
         mesh,
         cs.Fields(mesh, [0.0, 0.5], {"ca": rng.random((2, 5)), "atp": np.ones((2, 5))}, {"ca": "uM"}),
         cs.Table({"name": np.array(["a", "b"]), "value": np.array([1.5, 2.5])}, {"value": "um^3"}, "sizes"),
-        cs.Model("segment.random_forest", {"feature": np.arange(5, dtype=np.int32), "w": rng.random((2, 3))},
+        cs.Model("segment.random_forest", {"feature": np.arange(5, dtype=np.int32), "w": rng.random((2, 3)),
+                                           "count": np.array(7, np.int64)},
                  {"classes": ["background", "membrane"], "scales": [0.7, 1.6]}),
     ]
 
@@ -44,6 +45,7 @@ def test_npz_round_trip_is_lossless(artefact: cs.Artefact, tmp_path) -> None:
     for name, array in arrays.items():
         np.testing.assert_array_equal(back_arrays[name], array)
         assert back_arrays[name].dtype == array.dtype
+        assert back_arrays[name].shape == array.shape
 
 
 def test_content_hash_changes_with_content_and_metadata() -> None:
