@@ -9,7 +9,9 @@ import cellscape as cs
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the built-in segmentation methods."""
     from .threshold import Threshold
+    from .unet import UNet
     from .watershed import Watershed
 
     registry.add_method(Threshold)
     registry.add_method(Watershed)
+    registry.add_method(UNet)
