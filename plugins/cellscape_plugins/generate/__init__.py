@@ -1,4 +1,4 @@
-"""Built-in generate methods: synthetic cells and tilt series."""
+"""Built-in generate methods: synthetic cells, tilt series and training scribbles."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import cellscape as cs
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the built-in generate methods."""
     from .phantom_cell import PhantomCell
+    from .scribbles import Scribbles
     from .tilt_series import TiltSeriesProjector
 
     registry.add_method(PhantomCell)
     registry.add_method(TiltSeriesProjector)
+    registry.add_method(Scribbles)
