@@ -24,6 +24,7 @@ Rays are numbered ``angle * nu + u``, pixels ``z * nx + x``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator
 
 import attrs
 import numpy as np
@@ -54,21 +55,28 @@ class Geometry:
         return x, z
 
 
-def _csr(blocks: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int]) -> sp.csr_matrix:
-    """CSR straight from row-major blocks of equal-length rows, no sorting.
+def _csr(blocks: Iterable[tuple[np.ndarray, np.ndarray]], row_lengths: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR filled block by block into preallocated arrays (no COO, no sorting, no concatenated copies).
 
-    Each block is (indices, weights) of shape (rows, k): k entries for each of
-    its rows, in row order; entries of weight 0 (outside the grid) are dropped.
+    ``blocks`` yields (indices, weights) of shape (rows, k) for consecutive rows,
+    where k is those rows' entry in ``row_lengths``; entries of weight 0 lie
+    outside the grid and are dropped at the end when they are many.
     """
-    counts = np.concatenate([np.full(idx.shape[0], idx.shape[1], np.int64) for idx, _ in blocks])
     indptr = np.zeros(shape[0] + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    indices = np.concatenate([idx.ravel() for idx, _ in blocks]).astype(np.int32)
-    data = np.concatenate([w.ravel() for _, w in blocks]).astype(np.float32)
-    matrix = sp.csr_matrix((data, indices, indptr), shape=shape)
-    matrix.eliminate_zeros()
-    if matrix.nnz < 2**31:
-        matrix.indptr = matrix.indptr.astype(np.int32)
+    np.cumsum(row_lengths, out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), np.int32)
+    data = np.empty(int(indptr[-1]), np.float32)
+    row = 0
+    for index, weight in blocks:
+        start, stop = indptr[row], indptr[row + index.shape[0]]
+        indices[start:stop] = index.ravel()
+        data[start:stop] = weight.ravel()
+        row += index.shape[0]
+    if indptr[-1] < 2**31:
+        indptr = indptr.astype(np.int32)
+    matrix = sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
+    if np.count_nonzero(data == 0) > 0.25 * len(data):
+        matrix.eliminate_zeros()
     return matrix
 
 
@@ -94,13 +102,22 @@ def _pairs(position: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 def backprojection_matrix(geometry: Geometry) -> sp.csr_matrix:
     """Pixel-driven linear-interpolation backprojector, shape (n_pixels, n_rays)."""
     x, z = geometry.centred_axes()
-    nu = geometry.nu
+    nu, n_angles = geometry.nu, len(geometry.angles_deg)
     theta = np.radians(np.asarray(geometry.angles_deg))
-    # (pixel, angle): detector position of every pixel at every tilt
-    u = (x[None, :, None] * np.cos(theta) + z[:, None, None] * np.sin(theta)).reshape(geometry.n_pixels, -1)
-    index, weight = _pairs(u + (nu - 1) / 2, nu)
-    index += np.tile(np.arange(len(theta)) * nu, 2)[None, :]
-    return _csr([(index, weight)], (geometry.n_pixels, geometry.n_rays))
+    cos, sin = np.cos(theta), np.sin(theta)
+    offsets = np.tile(np.arange(n_angles, dtype=np.int64) * nu, 2)[None, :]
+    rows_per_block = max(1, (1 << 20) // max(1, geometry.nx * n_angles))  # ~1M positions at a time
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, geometry.nz, rows_per_block):
+            zs = z[start:start + rows_per_block]
+            # (pixel, angle): detector position of every pixel of these rows at every tilt
+            u = (x[None, :, None] * cos + zs[:, None, None] * sin).reshape(-1, n_angles)
+            index, weight = _pairs(u + (nu - 1) / 2, nu)
+            yield index + offsets, weight
+
+    lengths = np.full(geometry.n_pixels, 2 * n_angles, np.int64)
+    return _csr(blocks(), lengths, (geometry.n_pixels, geometry.n_rays))
 
 
 @functools.lru_cache(maxsize=8)
@@ -109,19 +126,21 @@ def projection_matrix(geometry: Geometry) -> sp.csr_matrix:
     x, z = geometry.centred_axes()
     nu, nx, nz = geometry.nu, geometry.nx, geometry.nz
     u = np.arange(nu) - (nu - 1) / 2
-    blocks = []
-    for theta in np.radians(geometry.angles_deg):
-        c, s = np.cos(theta), np.sin(theta)
-        if abs(c) >= abs(s):  # step through rows z; interpolate along x where the ray crosses each row
-            index, weight = _pairs((u[:, None] - z[None, :] * s) / c + (nx - 1) / 2, nx)  # (nu, 2 nz)
-            pixel = np.tile(np.arange(nz) * nx, 2)[None, :] + index
-            weight /= abs(c)
-        else:  # step through columns x; interpolate along z where the ray crosses each column
-            index, weight = _pairs((u[:, None] - x[None, :] * c) / s + (nz - 1) / 2 - geometry.z_offset, nz)
-            pixel = index * nx + np.tile(np.arange(nx), 2)[None, :]
-            weight /= abs(s)
-        blocks.append((pixel, weight))
-    return _csr(blocks, (geometry.n_rays, geometry.n_pixels))
+    thetas = np.radians(geometry.angles_deg)
+    by_rows = np.abs(np.cos(thetas)) >= np.abs(np.sin(thetas))  # step through rows z (else through columns x)
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for theta, rows in zip(thetas, by_rows, strict=True):
+            c, s = np.cos(theta), np.sin(theta)
+            if rows:  # interpolate along x where the ray crosses each row
+                index, weight = _pairs((u[:, None] - z[None, :] * s) / c + (nx - 1) / 2, nx)  # (nu, 2 nz)
+                yield np.tile(np.arange(nz) * nx, 2)[None, :] + index, weight / abs(c)
+            else:  # interpolate along z where the ray crosses each column
+                index, weight = _pairs((u[:, None] - x[None, :] * c) / s + (nz - 1) / 2 - geometry.z_offset, nz)
+                yield index * nx + np.tile(np.arange(nx), 2)[None, :], weight / abs(s)
+
+    lengths = np.repeat(np.where(by_rows, 2 * nz, 2 * nx), nu)
+    return _csr(blocks(), lengths, (geometry.n_rays, geometry.n_pixels))
 
 
 @functools.lru_cache(maxsize=8)
