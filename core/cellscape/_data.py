@@ -38,14 +38,21 @@ __all__ = [
 
 
 def _frozen_array(value: Any, dtype: Any = None) -> np.ndarray:
-    """A read-only array of ``value``: a copy, except for a memory-mapped file, which is used in place.
+    """A read-only array of ``value``: a copy, except where a copy protects nothing.
+
+    Used in place: a memory-mapped file, and an array that owns its memory
+    and is already read-only (a method marks its finished output so, to
+    hand it over without doubling the memory).
 
     Keeping a memmap unread is what lets a tilt series or tomogram larger
     than memory flow through slab-wise methods; its file must not change
     while the artefact is in use.
     """
-    if isinstance(value, np.memmap) and (dtype is None or value.dtype == np.dtype(dtype)):
+    same_type = isinstance(value, np.ndarray) and (dtype is None or value.dtype == np.dtype(dtype))
+    if same_type and isinstance(value, np.memmap):
         array = value.view()
+    elif same_type and value.base is None and not value.flags.writeable and value.flags.c_contiguous:
+        return value  # already frozen and owning its memory (a method's finished output): no copy
     else:
         array = np.array(value, dtype=dtype, copy=True)
     array.setflags(write=False)

@@ -109,3 +109,15 @@ def test_model_checks() -> None:
     assert model.require("segment.unet") is model
     with pytest.raises(cs.InputError, match="segment.random_forest: the model was made by segment.unet"):
         model.require("segment.random_forest")
+
+
+def test_frozen_owned_arrays_are_not_copied_but_others_are() -> None:
+    owned = np.arange(24, dtype=np.float32).reshape(2, 3, 4).copy()  # owns its memory
+    owned.setflags(write=False)
+    assert cs.Volume(owned).data is owned
+    writable = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    volume = cs.Volume(writable)
+    assert volume.data is not writable and not np.shares_memory(volume.data, writable)
+    view = writable[:1]
+    view.setflags(write=False)  # a read-only view of a writable array is still copied
+    assert not np.shares_memory(cs.Volume(view).data, writable)

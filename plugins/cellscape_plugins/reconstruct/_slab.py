@@ -113,7 +113,8 @@ class SlabReconstructor(cs.Reconstructor):
 
     def reconstruct(self, tilts: cs.TiltSeries) -> cs.Volume:
         out = np.zeros(self.output_shape(tilts), np.float32)
-        return self.reconstruct_into(tilts, out)
+        volume = self.reconstruct_into(tilts, out)
+        return volume
 
     def reconstruct_into(self, tilts: cs.TiltSeries, out: Any) -> cs.Volume:
         """Reconstruct into ``out`` (any array of :meth:`output_shape` with NumPy slicing, e.g. np.memmap, zarr).
@@ -180,6 +181,8 @@ class SlabReconstructor(cs.Reconstructor):
                         pending.append((nxt, pool.submit(work, nxt)))
         size = tilts.pixel_size_nm * b
         data = out if isinstance(out, np.ndarray) else np.asarray(out[...])
+        if data is out and out.base is None:
+            out.setflags(write=False)  # our own array: handed to the Volume without a copy
         # voxel [k, j, i] of a slab of the projected volume's size is that volume's voxel [k, j, i]
         shift = (b - 1) / 2 * tilts.pixel_size_nm  # a binned pixel sits at the centre of the b pixels it averages
         return cs.Volume(data, (size, size, size), (p.z_offset_voxels * size, shift, shift))
