@@ -33,3 +33,14 @@ def test_every_parameter_has_help_and_every_method_a_docstring() -> None:
         assert info.summary, info.name
         for param in info.params:
             assert param.help, f"{info.name}.{param.name}"
+
+
+def test_listing_builtin_methods_imports_no_heavy_library() -> None:
+    """Discovery imports plugin modules only: numerical libraries load when a method runs."""
+    import subprocess
+    import sys
+
+    heavy = ("scipy", "skimage", "sklearn", "torch", "vtk", "pymeshlab", "tetgen", "petsc4py", "matplotlib")
+    code = f"import sys, cellscape as cs; cs.methods(); print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

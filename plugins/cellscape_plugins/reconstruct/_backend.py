@@ -10,10 +10,12 @@ standard functions, so the generic path is exercised on the CPU).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 import cellscape as cs
 

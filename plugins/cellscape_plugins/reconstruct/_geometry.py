@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # SciPy is imported when a matrix is built, not when the plugin is listed
+    import scipy.sparse as sp
 
 
 @attrs.frozen
@@ -62,6 +65,8 @@ def _csr(blocks: Iterable[tuple[np.ndarray, np.ndarray]], row_lengths: np.ndarra
     where k is those rows' entry in ``row_lengths``; entries of weight 0 lie
     outside the grid and are dropped at the end when they are many.
     """
+    import scipy.sparse as sp
+
     indptr = np.zeros(shape[0] + 1, np.int64)
     np.cumsum(row_lengths, out=indptr[1:])
     indices = np.empty(int(indptr[-1]), np.int32)
