@@ -1,0 +1,227 @@
+"""segment.random_forest on an EM-like phantom: accuracy, the exported trees, chunking, saving and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import cellscape as cs
+from cellscape_plugins.segment.features import FeatureBank
+from cellscape_plugins.segment.random_forest import FORMAT, ForestTables, RandomForest, export_forest
+
+CLASSES = {1: "cytosol", 2: "membrane", 3: "mitochondria"}
+FAST = {"n_trees": 30, "scales": [1.0, 1.6, 3.5]}  # 30 features; keeps the tests quick
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def em_phantom(n: int = 64, snr: float = 3.0, seed: int = 0) -> tuple[cs.Volume, np.ndarray]:
+    """A cell with a dark 2-voxel plasma membrane and three mitochondria (dark rim, grey matrix), blurred and noisy.
+
+    Returns the volume (4 nm voxels) and the truth: 1 cytosol and outside, 2 membrane, 3 mitochondria.
+    SNR is the membrane-to-cytosol contrast (0.6) over the noise standard deviation.
+    """
+    z, y, x = np.mgrid[:n, :n, :n].astype(np.float64) - (n - 1) / 2
+    cell_radius = 0.42 * n
+    radius = np.sqrt(z**2 + y**2 + (x / 1.1) ** 2)
+    inside = radius < cell_radius
+    membrane = inside & (radius >= cell_radius - 2)
+    mitochondria = np.zeros(inside.shape, bool)
+    rims = np.zeros(inside.shape, bool)
+    for centre, axes in [((-9, -8, -7), (7, 6, 11)), ((10, 6, -5), (6, 10, 7)), ((-3, 11, 11), (6, 6, 8))]:
+        d = np.sqrt(sum(((c - c0) / a) ** 2 for c, c0, a in zip((z, y, x), centre, axes, strict=True)))
+        mitochondria |= d < 1
+        rims |= (d < 1) & (d >= 1 - 1.5 / min(axes))
+    truth = np.ones(inside.shape, np.uint8)
+    truth[membrane] = 2
+    truth[mitochondria] = 3
+    image = np.where(inside, 0.7, 0.8)
+    image[membrane] = 0.1
+    image[mitochondria] = 0.45
+    image[rims] = 0.2
+    image = ndimage.gaussian_filter(image, 1.0)
+    image += np.random.default_rng(seed).normal(0, 0.6 / snr, image.shape)
+    return cs.Volume(image.astype(np.float32), 4.0), truth
+
+
+def scribbles(truth: np.ndarray, fraction: float = 0.01, seed: int = 1) -> cs.Labels:
+    """Sparse labels: small 7-voxel crosses at random places of each class, ~``fraction`` of the voxels in all."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(truth.shape, np.uint8)
+    cross = ndimage.generate_binary_structure(3, 1)
+    for value in CLASSES:
+        inside = truth == value
+        candidates = np.argwhere(inside)
+        centres = candidates[rng.choice(len(candidates), int(fraction * truth.size / len(CLASSES) / 5), replace=False)]
+        marks = np.zeros(truth.shape, bool)
+        marks[tuple(centres.T)] = True
+        labels[ndimage.binary_dilation(marks, cross) & inside] = value
+    return cs.Labels(labels, CLASSES, 4.0)
+
+
+@pytest.fixture(scope="module")
+def phantom() -> tuple[cs.Volume, np.ndarray, cs.Labels]:
+    volume, truth = em_phantom()
+    return volume, truth, scribbles(truth)
+
+
+@pytest.fixture(scope="module")
+def trained(phantom: tuple[cs.Volume, np.ndarray, cs.Labels]) -> dict[str, Any]:
+    volume, _, labels = phantom
+    return RandomForest(**FAST)(volume, training_labels=labels)
+
+
+def test_segments_membrane_and_mitochondria_from_one_percent_scribbles(phantom, trained) -> None:
+    _, truth, labels = phantom
+    assert 0.009 < np.count_nonzero(labels.data) / labels.data.size < 0.015
+    assert set(trained) == {"labels", "probability", "model"}
+    result = trained["labels"]
+    assert result.class_names == CLASSES and result.voxel_size_nm == (4.0, 4.0, 4.0)
+    assert dice(result.data == 2, truth == 2) >= 0.9  # measured 0.914
+    assert dice(result.data == 3, truth == 3) >= 0.9  # measured 0.909
+    assert dice(result.data == 1, truth == 1) >= 0.98
+
+
+def test_probability_is_the_winning_class_probability(phantom, trained) -> None:
+    volume = phantom[0]
+    rf = RandomForest(**FAST).load(trained["model"])
+    probabilities = rf.predict_proba(volume)
+    assert probabilities.shape == (3, *volume.shape) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(trained["probability"].data, probabilities.max(0))
+    np.testing.assert_array_equal(trained["labels"].data, np.array([1, 2, 3])[probabilities.argmax(0)])
+    assert trained["probability"].data.min() >= 1 / 3 - 1e-6
+
+
+def test_model_records_the_forest_and_its_features(trained) -> None:
+    model = trained["model"]
+    assert model.method == "segment.random_forest" and model.meta["format"] == FORMAT
+    assert model.meta["class_values"] == [1, 2, 3] and model.meta["class_names"] == {"1": "cytosol", "2": "membrane",
+                                                                                     "3": "mitochondria"}
+    assert model.meta["n_features"] == 30 and len(model.meta["feature_names"]) == 30
+    offsets = model.arrays["tree_offsets"]
+    assert offsets.shape == (31,) and offsets[-1] == model.arrays["feature"].shape[0]
+    assert model.arrays["probability"].shape == (offsets[-1], 3)
+
+
+def test_own_traversal_equals_sklearn_predict_proba(phantom) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    volume, _, labels = phantom
+    bank = FeatureBank(["gaussian", "hessian_eigenvalues", "gradient_magnitude"], [1.0, 3.5], volume.voxel_size_nm)
+    features = bank.compute(volume.data, (slice(10, 40), slice(0, 64), slice(20, 44))).reshape(bank.n_features, -1)
+    mask = labels.data[10:40, :, 20:44].reshape(-1) > 0
+    for settings in [{"max_depth": None, "class_weight": "balanced"}, {"max_depth": 4, "class_weight": None,
+                                                                        "min_samples_leaf": 5}]:
+        forest = RandomForestClassifier(n_estimators=12, random_state=3, **settings).fit(
+            features[:, mask].T, labels.data[10:40, :, 20:44].reshape(-1)[mask])
+        model = cs.Model("segment.random_forest", export_forest(forest),
+                         {"format": FORMAT, "n_features": bank.n_features, "class_values": [1, 2, 3]})
+        ours = ForestTables(model, "test").predict_proba(features)
+        np.testing.assert_allclose(ours.T, forest.predict_proba(features.T), atol=1e-6)
+
+
+def test_save_and_load_round_trip_gives_identical_predictions(phantom, trained, tmp_path: Path) -> None:
+    volume = phantom[0]
+    small = cs.Volume(volume.data[:40, 10:50, 12:52], 4.0)
+    first = RandomForest(**FAST).load(trained["model"])
+    path = first.save(tmp_path / "forest.npz")
+    assert isinstance(cs.read(path), cs.Model)
+    again = RandomForest(**FAST).load(path)(small)
+    from_input = RandomForest(**FAST)(small, model=cs.read(path))
+    expected = first(small)
+    for result in (again, from_input):
+        np.testing.assert_array_equal(result["labels"].data, expected["labels"].data)
+        np.testing.assert_array_equal(result["probability"].data, expected["probability"].data)
+
+
+def test_chunked_prediction_equals_whole_volume_prediction(phantom, trained) -> None:
+    volume = phantom[0]
+    small = cs.Volume(volume.data[5:45, 2:40, 20:64], (8.0, 4.0, 4.0))  # anisotropic: z halo differs from y, x
+    whole = RandomForest(**FAST, chunk_voxels=64).load(trained["model"])(small)
+    chunked = RandomForest(**FAST, chunk_voxels=13).load(trained["model"])(small)
+    np.testing.assert_array_equal(chunked["labels"].data, whole["labels"].data)
+    np.testing.assert_allclose(chunked["probability"].data, whole["probability"].data, atol=1e-5)
+
+
+def test_same_seed_same_forest_other_seed_other_forest(phantom) -> None:
+    volume, _, labels = phantom
+    small = {"n_trees": 5, "scales": [1.0, 3.5], "features": ["gaussian", "hessian_eigenvalues"]}
+    first = RandomForest(**small, seed=7).fit(volume, labels)
+    second = RandomForest(**small, seed=7, n_jobs=1).fit(volume, labels)
+    other = RandomForest(**small, seed=8).fit(volume, labels)
+    for name, array in first.arrays.items():
+        np.testing.assert_array_equal(second.arrays[name], array)
+    assert cs.content_hash(first) == cs.content_hash(second) != cs.content_hash(other)
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------------
+
+def test_training_labels_of_another_shape(phantom) -> None:
+    volume = phantom[0]
+    with pytest.raises(cs.InputError, match=r"segment.random_forest: input 'training_labels' has shape \(64, 64, 32\)"):
+        RandomForest(**FAST)(volume, training_labels=cs.Labels(np.ones((64, 64, 32), np.uint8)))
+
+
+def test_no_labeled_voxels_or_one_class(phantom) -> None:
+    volume = phantom[0]
+    with pytest.raises(cs.InputError, match="segment.random_forest: input 'training_labels' has no labeled voxel"):
+        RandomForest(**FAST)(volume, training_labels=cs.Labels(np.zeros(volume.shape, np.uint8)))
+    one = np.zeros(volume.shape, np.uint8)
+    one[:4] = 2
+    with pytest.raises(cs.InputError, match="labels only class 2; label at least two classes"):
+        RandomForest(**FAST).fit(volume, cs.Labels(one))
+
+
+def test_nan_in_the_volume_is_refused() -> None:
+    data = np.zeros((8, 8, 8), np.float32)
+    data[3, 3, 3] = np.nan
+    with pytest.raises(cs.InputError, match="Volume: data holds 1 NaN or infinite value"):
+        cs.Volume(data)
+
+
+def test_neither_labels_nor_model_and_both(phantom, trained) -> None:
+    volume, _, labels = phantom
+    with pytest.raises(cs.InputError, match="segment.random_forest: give 'training_labels' .* or a trained 'model'"):
+        RandomForest(**FAST)(volume)
+    with pytest.raises(cs.InputError, match="not both"):
+        RandomForest(**FAST)(volume, training_labels=labels, model=trained["model"])
+    with pytest.raises(cs.InputError, match="no trained forest; call fit"):
+        RandomForest(**FAST).predict_proba(volume)
+    with pytest.raises(cs.InputError, match="nothing to save"):
+        RandomForest(**FAST).save("never.npz")
+
+
+def test_model_of_another_method_or_other_features(trained) -> None:
+    with pytest.raises(cs.InputError, match="the model was made by segment.unet, not by segment.random_forest"):
+        RandomForest(**FAST).load(cs.Model("segment.unet", {"w": np.zeros(3)}, {}))
+    with pytest.raises(cs.InputError, match=r"trained on 30 features .* scales \[1.0, 1.6, 3.5\]\), but the parameters "
+                                            r"give 10 \(.*scales \[1.0\]\)"):
+        RandomForest(n_trees=30, scales=[1.0]).load(trained["model"])
+    with pytest.raises(cs.InputError, match="but the parameters give 15"):
+        RandomForest(**FAST, features=["gaussian", "hessian_eigenvalues", "gradient_magnitude"]).load(trained["model"])
+
+
+def test_malformed_model_tables(trained) -> None:
+    arrays = dict(trained["model"].arrays)
+    arrays["feature"] = np.where(arrays["feature"] >= 0, 99, arrays["feature"])
+    broken = cs.Model("segment.random_forest", arrays, trained["model"].meta)
+    with pytest.raises(cs.InputError, match="malformed: node features must lie in 0..29"):
+        RandomForest(**FAST).load(broken)
+    with pytest.raises(cs.InputError, match=r"forest \(missing tree_offsets, children_left"):
+        RandomForest(**FAST).load(cs.Model("segment.random_forest", {"threshold": np.zeros(2)}, {"format": FORMAT}))
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(cs.InputError, match="parameter 'features'.*unknown: 'sobel'"):
+        RandomForest(features=["gaussian", "sobel"])
+    with pytest.raises(cs.InputError, match="parameter 'scales'"):
+        RandomForest(scales=[1.0, 0.0])
+    with pytest.raises(cs.InputError, match="parameter 'class_weight'"):
+        RandomForest(class_weight="inverse")
