@@ -8,6 +8,8 @@ import cellscape as cs
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the built-in segmentation methods."""
+    from .components import Components
+    from .random_forest import RandomForest
     from .threshold import Threshold
     from .unet import UNet
     from .watershed import Watershed
@@ -15,3 +17,5 @@ def cellscape_register(registry: cs.Registrar) -> None:
     registry.add_method(Threshold)
     registry.add_method(Watershed)
     registry.add_method(UNet)
+    registry.add_method(RandomForest)
+    registry.add_method(Components)
