@@ -6,6 +6,7 @@
     cellscape graph SPEC             the step graph as Mermaid text
     cellscape plugins [show NAME]    registered methods, their parameters, broken plugins
     cellscape report RUN_DIR         (re)build the HTML report of a run
+    cellscape score LABELS REFERENCE segmentation metrics (analyze.segmentation_metrics) as a table
 
 Exit codes: 0 success, 1 a step, file or plugin failed, 2 an invalid spec or
 command line.
@@ -88,6 +89,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from ._report import build_report
 
     print(build_report(Path(args.run_dir), registry=_registry(args)))
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import cellscape as cs
+
+    _registry(args)  # applies --disable before the method is looked up
+    labels, reference = cs.read(args.labels, "labels"), cs.read(args.reference, "labels")
+    metrics = cs.method("analyze.segmentation_metrics", instances=args.instances, tolerance_voxels=args.tolerance_voxels)
+    table = metrics(labels, reference)
+    header = [f"{name} [{table.units[name]}]" if table.units.get(name) else name for name in table.columns]
+    cells = [[("-" if v != v else f"{v:.4g}") if isinstance(v, float) else str(v) for v in row.values()]
+             for row in table.rows()]  # "-" for NaN: a score that does not apply to that row
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in [header, *cells]:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))))
     return 0
 
 
@@ -181,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="(re)build the HTML report of a run directory")
     report.add_argument("run_dir")
     report.set_defaults(func=_cmd_report)
+
+    score = sub.add_parser("score", help="score a segmentation against a reference (Dice, IoU, boundary F1, Rand, VI)")
+    score.add_argument("labels", help="the segmentation (any label file cellscape reads)")
+    score.add_argument("reference", help="the ground truth, on the same voxel grid")
+    score.add_argument("--instances", action="store_true", help="instance labels: add adapted Rand error and VI")
+    score.add_argument("--tolerance-voxels", type=float, default=2.0, help="boundary F1 distance tolerance (default 2)")
+    score.set_defaults(func=_cmd_score)
     return parser
 
 

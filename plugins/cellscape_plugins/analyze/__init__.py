@@ -9,8 +9,10 @@ import cellscape as cs
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register analyze.summary and one figure maker per artefact kind (matplotlib loads only when drawing)."""
     from . import figures
+    from .segmentation_metrics import SegmentationMetrics
     from .summary import Summary
 
     registry.add_method(Summary)
+    registry.add_method(SegmentationMetrics)
     for kind, maker in figures.FIGURE_MAKERS:
         registry.add_figure(kind, maker)
