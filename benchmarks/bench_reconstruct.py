@@ -18,15 +18,15 @@ measured on those same 16 slices for every method.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _harness as harness
 
 NY, NXZ = 128, 256
 ANGLES = np.arange(-60.0, 60.0 + 1e-9, 2.0)
@@ -115,14 +115,6 @@ def frc_half(image: np.ndarray, truth: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------------------------- the methods
 
-def _memory_mb(field: str) -> float:
-    """VmHWM (peak) or VmRSS (now) of this process, from /proc (ru_maxrss would include the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _ours(name: str, params: dict, projections: np.ndarray) -> np.ndarray:
     import cellscape as cs
 
@@ -195,31 +187,23 @@ SLOW = {"skimage iradon_sart", "ASTRA SIRT (CPU)"}
 
 
 def _child(job: dict) -> dict:
-    """Run one method on the saved input in this (fresh) process; save its sampled slices, return time and memory."""
+    """Run one method on the saved input in this (fresh) process; keep its sampled slices."""
     folder = Path(job["folder"])
     projections = np.load(folder / job["input"])
-    before = _memory_mb("VmRSS")  # interpreter, libraries and the input are in place
-    start = time.perf_counter()
-    if job["kind"] == "ours":
-        result = _ours(job["name"], job["params"], projections)[:, SAMPLE]
-    else:
+
+    def call() -> np.ndarray:
+        if job["kind"] == "ours":
+            return _ours(job["name"], job["params"], projections)[:, SAMPLE]
         orient = (job["orient"][0], tuple(job["orient"][1]))
         slices = SAMPLE if job["sampled"] else np.arange(NY)
         result = PEERS[job["name"]](projections, orient, slices)
-        if not job["sampled"]:
-            result = result[:, SAMPLE]
-    elapsed = time.perf_counter() - start
-    np.save(folder / "result.npy", result)
-    return {"seconds": elapsed, "peak_mb": _memory_mb("VmHWM") - before}
+        return result if job["sampled"] else result[:, SAMPLE]
+
+    return harness.measure(call, folder)
 
 
 def _run(job: dict, folder: str) -> tuple[np.ndarray, dict]:
-    """Run :func:`_child` in a new Python process, so peak memory is the method's own."""
-    job = {**job, "folder": folder}
-    done = subprocess.run([sys.executable, __file__, json.dumps(job)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark child failed for {job['name']}:\n{done.stderr[-3000:]}")
-    return np.load(Path(folder) / "result.npy"), json.loads(done.stdout.strip().splitlines()[-1])
+    return harness.run_child(__file__, job, folder)
 
 
 def _best_orientation(name: str, clean: np.ndarray, truth: np.ndarray) -> tuple:
@@ -293,4 +277,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_child(json.loads(sys.argv[1]))))
+    harness.child_main(_child)
