@@ -338,7 +338,7 @@ class RandomForest(cs.Segmenter):
         Classified chunk by chunk; each chunk's features are computed with the bank's halo.
         """
         tables = self._require_tables()
-        bank = self.feature_bank(volume)
+        bank = self.feature_bank(volume, trained=True)
         self._check_features(bank)
         out = np.empty((tables.n_classes, *volume.shape), np.float32)
         for region in self.progress(chunk_regions(volume.shape, self.params.chunk_voxels), description="predicting"):
@@ -347,8 +347,15 @@ class RandomForest(cs.Segmenter):
             chunk[...] = tables.predict_proba(features.reshape(bank.n_features, -1)).reshape(chunk.shape)
         return out
 
-    def feature_bank(self, volume: cs.Volume) -> FeatureBank:
-        """The feature bank the parameters configure, for ``volume``'s voxel size."""
+    def feature_bank(self, volume: cs.Volume, trained: bool = False) -> FeatureBank:
+        """The feature bank for ``volume``'s voxel size: the trained model's (``trained``), else the parameters'.
+
+        A model carries the features it was trained on, so applying it needs
+        no repetition of 'features' and 'scales' (those parameters configure training).
+        """
+        if trained and self.model is not None:
+            meta = self.model.meta
+            return FeatureBank(meta["feature_groups"], meta["scales"], volume.voxel_size_nm, who=self.name)
         return FeatureBank(self.params.features, self.params.scales, volume.voxel_size_nm, who=self.name)
 
     # -- saving and loading ---------------------------------------------------------------------------------------
@@ -370,7 +377,11 @@ class RandomForest(cs.Segmenter):
         model.require(self.name)
         tables = ForestTables(model, self.name)  # fail now, not at the first prediction
         self.model, self._tables = model, tables
-        self._check_features(FeatureBank(self.params.features, self.params.scales, who=self.name))
+        meta = model.meta
+        try:
+            self._check_features(FeatureBank(meta["feature_groups"], meta["scales"], who=self.name))
+        except KeyError as exc:
+            raise cs.InputError(f"{self.name}: the model does not record its features ({exc} missing)") from exc
         return self
 
     # -- helpers --------------------------------------------------------------------------------------------------
@@ -388,8 +399,8 @@ class RandomForest(cs.Segmenter):
             return
         raise cs.InputError(
             f"{self.name}: the model was trained on {meta.get('n_features')} features (features "
-            f"{meta.get('feature_groups')}, scales {meta.get('scales')}), but the parameters give {bank.n_features} "
-            f"(features {list(bank.groups)}, scales {list(bank.scales)}); set 'features' and 'scales' to the model's"
+            f"{meta.get('feature_groups')}, scales {meta.get('scales')}), but features {list(bank.groups)} at scales "
+            f"{list(bank.scales)} give {bank.n_features}: the model file is inconsistent; retrain it"
         )
 
     def _features(self, volume: cs.Volume, bank: FeatureBank, region: tuple[slice, ...]) -> np.ndarray:

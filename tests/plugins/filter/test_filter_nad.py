@@ -80,3 +80,14 @@ def test_bad_input() -> None:
         cs.method("filter.nad", iterations=0)
     with pytest.raises(cs.InputError, match="filter.nad: cannot estimate kappa automatically.*give 'kappa'"):
         cs.method("filter.nad")(cs.Volume(np.ones((6, 6, 6), np.float32)))
+
+
+def test_automatic_kappa_ignores_flat_clipped_regions() -> None:
+    """A reconstruction clipped at zero (positivity) has large flat regions: they must not hide the noise."""
+    rng = np.random.default_rng(4)
+    noisy = (1.0 + rng.normal(0, 0.1, (24, 24, 24))).astype(np.float32)
+    clipped = noisy.copy()
+    clipped[:, :, :16] = 0.0  # two thirds of the volume flat
+    nad = cs.method("filter.nad")
+    full = nad.kappa(noisy, (1.0, 1.0, 1.0))
+    assert nad.kappa(clipped, (1.0, 1.0, 1.0)) == pytest.approx(full, rel=0.1)

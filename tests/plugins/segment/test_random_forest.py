@@ -198,14 +198,18 @@ def test_neither_labels_nor_model_and_both(phantom, trained) -> None:
         RandomForest(**FAST).save("never.npz")
 
 
-def test_model_of_another_method_or_other_features(trained) -> None:
+def test_model_of_another_method_or_inconsistent_features(phantom, trained) -> None:
     with pytest.raises(cs.InputError, match="the model was made by segment.unet, not by segment.random_forest"):
         RandomForest(**FAST).load(cs.Model("segment.unet", {"w": np.zeros(3)}, {}))
-    with pytest.raises(cs.InputError, match=r"trained on 30 features .* scales \[1.0, 1.6, 3.5\]\), but the parameters "
-                                            r"give 10 \(.*scales \[1.0\]\)"):
-        RandomForest(n_trees=30, scales=[1.0]).load(trained["model"])
-    with pytest.raises(cs.InputError, match="but the parameters give 15"):
-        RandomForest(**FAST, features=["gaussian", "hessian_eigenvalues", "gradient_magnitude"]).load(trained["model"])
+    # applying a model uses the features it was trained on, whatever the training parameters say
+    volume = phantom[0]
+    other = RandomForest(n_trees=30, scales=[1.0]).load(trained["model"])
+    np.testing.assert_array_equal(other.predict_proba(volume), RandomForest(**FAST).load(trained["model"]).predict_proba(volume))
+    # a model whose recorded feature names do not match its recorded groups and scales is refused
+    meta = {**trained["model"].meta, "scales": [1.0]}
+    broken = cs.Model("segment.random_forest", trained["model"].arrays, meta)
+    with pytest.raises(cs.InputError, match=r"trained on 30 features .*scales \[1.0\] give 10: the model file is inconsistent"):
+        RandomForest(**FAST).load(broken)
 
 
 def test_malformed_model_tables(trained) -> None:
