@@ -16,6 +16,8 @@ intersections.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import numpy as np
 
@@ -181,6 +183,8 @@ class TetrahedralizeParams:
     min_dihedral_deg: float = cs.param(10.0, ge=0, le=18, unit="deg", help="quality bound: smallest dihedral angle")
     max_dihedral_deg: float = cs.param(165.0, ge=90, le=179, unit="deg",
                                        help="mesh optimisation flips and smooths tetrahedra with a larger dihedral angle")
+    isolate: bool = cs.param(True, help="run TetGen in a child process, so a TetGen crash becomes an error, not ours")
+    timeout_s: float = cs.param(600.0, gt=0, unit="s", help="give up on TetGen after this long (with isolate)")
 
 
 class Tetrahedralize(cs.Tetrahedralizer):
@@ -198,8 +202,6 @@ class Tetrahedralize(cs.Tetrahedralizer):
     Params = TetrahedralizeParams
 
     def tetrahedralize(self, surface: cs.SurfaceMesh) -> cs.TetMesh:
-        import tetgen
-
         p = self.params
         if len(surface.triangles) < 4:
             raise cs.InputError(f"mesh.tetrahedralize: the surface has {len(surface.triangles)} triangle(s); a closed "
@@ -215,13 +217,19 @@ class Tetrahedralize(cs.Tetrahedralizer):
                    "optmaxdihedral": p.max_dihedral_deg}
         if p.max_volume_nm3 is not None:
             options.update(fixedvolume=True, maxvolume=p.max_volume_nm3)
-        generator = tetgen.TetGen(np.ascontiguousarray(surface.vertices, np.float64),
-                                  np.ascontiguousarray(surface.triangles, np.int32))
+        vertices = np.ascontiguousarray(surface.vertices, np.float64)
+        triangles = np.ascontiguousarray(surface.triangles, np.int32)
+        advice = "re-mesh the labels with more smoothing (sigma_voxels) or a coarser step_size, or run mesh.improve"
         try:
-            points, tets = generator.tetrahedralize(**options)[:2]
+            if p.isolate:
+                points, tets = isolated(run_tetgen, (vertices, triangles, options), p.timeout_s)
+            else:
+                points, tets = run_tetgen(vertices, triangles, options)
         except (RuntimeError, ValueError) as exc:
-            raise cs.InputError(f"mesh.tetrahedralize: TetGen failed on the surfaces of {everything} ({exc}); re-mesh "
-                                "the labels with more smoothing (sigma_voxels) or a coarser step_size") from exc
+            raise cs.InputError(f"mesh.tetrahedralize: TetGen failed on the surfaces of {everything} ({exc}); "
+                                f"{advice}") from exc
+        except _Crashed as exc:
+            raise cs.InputError(f"mesh.tetrahedralize: TetGen {exc} on the surfaces of {everything}; {advice}") from exc
         points = np.asarray(points, np.float64)
         tets = np.asarray(tets, np.int64)
         n = len(surface.vertices)
@@ -232,3 +240,39 @@ class Tetrahedralize(cs.Tetrahedralizer):
         tets[flipped] = tets[flipped][:, [0, 2, 1, 3]]
         regions = region_markers(points, tets, surface.triangles, surface.markers, names)
         return cs.TetMesh(points, tets, regions, surface.triangles, surface.markers, dict(names), dict(names))
+
+
+def run_tetgen(vertices: np.ndarray, triangles: np.ndarray, options: dict) -> tuple[np.ndarray, np.ndarray]:
+    """TetGen on a closed surface, in this process: (points, tetrahedra)."""
+    import tetgen
+
+    points, tets = tetgen.TetGen(vertices, triangles).tetrahedralize(**options)[:2]
+    return np.asarray(points, np.float64), np.asarray(tets, np.int64)
+
+
+class _Crashed(Exception):
+    """TetGen's process died (a segfault or abort inside TetGen) or ran out of time."""
+
+
+def isolated(function: Any, args: tuple, timeout_s: float) -> Any:
+    """``function(*args)`` in a fresh child process: a crash or hang there is reported here, this process lives on.
+
+    ``function`` must be importable by name (a module-level function).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    try:
+        return pool.submit(function, *args).result(timeout=timeout_s)
+    except BrokenProcessPool as exc:
+        raise _Crashed("crashed (its process died)") from exc
+    except FutureTimeout as exc:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        raise _Crashed(f"did not finish within timeout_s={timeout_s:g} s") from exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -81,3 +81,19 @@ def test_open_surface_is_rejected_with_the_region_named() -> None:
 def test_quality_bounds_are_validated() -> None:
     with pytest.raises(cs.InputError, match="radius_edge_ratio': 1 is out of range"):
         cs.method("mesh.tetrahedralize", radius_edge_ratio=1.0)
+
+
+def test_a_crash_or_hang_in_the_child_becomes_an_error() -> None:
+    """TetGen aborts the process on some inputs: run in a child, that is an error message, not our death."""
+    import os
+    import time
+
+    from cellscape_plugins.mesh.tetrahedralize import _Crashed, isolated
+
+    with pytest.raises(_Crashed, match="crashed"):
+        isolated(os.abort, (), 60)
+    start = time.perf_counter()
+    with pytest.raises(_Crashed, match="did not finish within timeout_s=1 s"):
+        isolated(time.sleep, (30,), 1)
+    assert time.perf_counter() - start < 20
+    assert isolated(divmod, (7, 2), 60) == (3, 1)
