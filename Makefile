@@ -36,7 +36,7 @@ blas:
 
 $(VENV)/.full: $(VENV)/.light contrib/cellscape-example/pyproject.toml | blas
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[ml,mesh,solve,dask,dev,bench]"
+	$(PIP) install -q -e ".[ml,mesh,solve,dask,dev]"
 	# petsc4py's own isolated build would compile PETSc a second time: build it against the installed one.
 	$(PIP) install -q cython numpy setuptools
 	$(PIP) install -q petsc==$(PETSC_VERSION)
@@ -46,6 +46,11 @@ $(VENV)/.full: $(VENV)/.light contrib/cellscape-example/pyproject.toml | blas
 
 env-full: $(VENV)/.full
 
+# the peers the benchmarks compare against (ASTRA pulls CUDA runtime wheels: only for make bench)
+$(VENV)/.bench: $(VENV)/.bench
+	$(PIP) install -q -e ".[bench]"
+	touch $@
+
 demo: $(VENV)/.light
 	$(VENV)/bin/cellscape run spec/examples/demo.yaml --run-dir runs/demo
 
@@ -53,7 +58,7 @@ test: $(VENV)/.full
 	$(VENV)/bin/ruff check core plugins tests contrib benchmarks
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.full
+bench: $(VENV)/.bench
 	$(PY) benchmarks/run.py
 
 lint: $(VENV)/.full
