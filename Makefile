@@ -47,7 +47,7 @@ $(VENV)/.full: $(VENV)/.light contrib/cellscape-example/pyproject.toml | blas
 env-full: $(VENV)/.full
 
 # the peers the benchmarks compare against (ASTRA pulls CUDA runtime wheels: only for make bench)
-$(VENV)/.bench: $(VENV)/.bench
+$(VENV)/.bench: $(VENV)/.full
 	$(PIP) install -q -e ".[bench]"
 	touch $@
 
