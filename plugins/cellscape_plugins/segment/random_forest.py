@@ -52,6 +52,7 @@ import numpy as np
 
 import cellscape as cs
 
+from ._training import segmentation_outputs, training_classes
 from .features import DEFAULT_SCALES, FEATURE_GROUPS, FeatureBank
 
 FORMAT = "cellscape-random-forest-1"
@@ -87,21 +88,6 @@ class RandomForestParams:
     def _some_scales(self, attribute: attrs.Attribute, value: list[float]) -> None:
         if not value:
             raise cs.InputError("parameter 'scales': give at least one σ")
-
-
-def training_classes(volume: cs.Volume, labels: cs.Labels, name: str) -> list[int]:
-    """Class values 1..K present in sparse ``labels``, after checking them against ``volume``."""
-    if labels.shape != volume.shape:
-        raise cs.InputError(f"{name}: input 'training_labels' has shape {labels.shape} but the volume has "
-                            f"{volume.shape}; they must match voxel for voxel")
-    values = [int(v) for v in np.unique(labels.data) if v != 0]
-    if not values:
-        raise cs.InputError(f"{name}: input 'training_labels' has no labeled voxel (0 means unlabeled); "
-                            "label a few voxels of each class")
-    if len(values) < 2:
-        raise cs.InputError(f"{name}: input 'training_labels' labels only class {values[0]}; label at least two "
-                            "classes (e.g. background and the object)")
-    return values
 
 
 def chunk_regions(shape: tuple[int, ...], edge: int) -> list[tuple[slice, slice, slice]]:
@@ -269,16 +255,7 @@ class RandomForest(cs.Segmenter):
         finally:
             self._cache = None
         assert self.model is not None
-        values = self.model.meta["class_values"]
-        winner = np.argmax(probabilities, axis=0)
-        dtype = np.uint8 if max(values) < 256 else np.uint16 if max(values) < 65536 else np.uint32
-        names = {int(k): v for k, v in self.model.meta.get("class_names", {}).items()}
-        return {
-            "labels": cs.Labels(np.asarray(values, dtype)[winner], names, volume.voxel_size_nm, volume.origin_nm),
-            "probability": cs.Volume(np.take_along_axis(probabilities, winner[None], 0)[0], volume.voxel_size_nm,
-                                     volume.origin_nm),
-            "model": self.model,
-        }
+        return segmentation_outputs(probabilities, self.model, volume)
 
     # -- training -------------------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ import numpy as np
 
 import cellscape as cs
 
+from ._training import segmentation_outputs, training_classes
 from ._unet_net import build
 
 
@@ -59,21 +60,6 @@ class UNetParams:
 
 def _torch() -> Any:
     return cs.require("torch", extra="ml", who="segment.unet")
-
-
-def training_classes(volume: cs.Volume, labels: cs.Labels, name: str) -> list[int]:
-    """Class values 1..K present in sparse ``labels``, after checking them against ``volume``."""
-    if labels.shape != volume.shape:
-        raise cs.InputError(f"{name}: input 'training_labels' has shape {labels.shape} but the volume has "
-                            f"{volume.shape}; they must match voxel for voxel")
-    values = [int(v) for v in np.unique(labels.data) if v != 0]
-    if not values:
-        raise cs.InputError(f"{name}: input 'training_labels' has no labeled voxel (0 means unlabeled); "
-                            "label a few voxels of each class")
-    if len(values) < 2:
-        raise cs.InputError(f"{name}: input 'training_labels' labels only class {values[0]}; label at least two "
-                            "classes (e.g. background and the object)")
-    return values
 
 
 def blend_window(shape: tuple[int, ...], overlap: int) -> np.ndarray:
@@ -132,16 +118,7 @@ class UNet(cs.Segmenter):
                                 "to apply")
         probabilities = self.predict_proba(volume)
         assert self.model is not None
-        values = self.model.meta["class_values"]
-        winner = np.argmax(probabilities, axis=0)
-        labels = np.asarray(values, np.uint16)[winner]
-        names = {int(k): v for k, v in self.model.meta.get("class_names", {}).items()}
-        return {
-            "labels": cs.Labels(labels, names, volume.voxel_size_nm, volume.origin_nm),
-            "probability": cs.Volume(np.take_along_axis(probabilities, winner[None], 0)[0], volume.voxel_size_nm,
-                                     volume.origin_nm),
-            "model": self.model,
-        }
+        return segmentation_outputs(probabilities, self.model, volume)
 
     # -- training -------------------------------------------------------------------------------------------------
 
