@@ -12,6 +12,7 @@ suffix              artefacts                                   library
 .vtu                TetMesh, SurfaceMesh                        vtk
 .obj .stl .ply      SurfaceMesh                                 meshio
 .msh .xdmf          SurfaceMesh, TetMesh                        meshio
+.mdl                SurfaceMesh (MCell3 POLYGON_LIST, in µm)    plain text
 .csv                Table (units in the header: "volume [um^3]")    csv
 .tlt .rawtlt        tilt angles (IMOD: one angle in ° per line) plain text
 ==================  ==========================================  ==========================

@@ -7,6 +7,7 @@ from pathlib import Path
 from .._data import Artefact
 from .._payload import read_npz, write_npz
 from . import Format, register_format
+from ._mdl import read_mdl, write_mdl
 from ._meshio import read_meshio, write_meshio
 from ._mrc import read_mrc, write_mrc
 from ._tiff import read_tiff, write_tiff
@@ -27,3 +28,4 @@ register_format(Format("VTK polydata", (".vtp",), ("surface_mesh",), read_vtp, w
 register_format(Format("VTK unstructured grid", (".vtu",), ("surface_mesh", "tet_mesh"), read_vtu, write_vtu))
 register_format(Format("surface mesh", (".obj", ".stl", ".ply"), ("surface_mesh",), read_meshio, write_meshio))
 register_format(Format("Gmsh/XDMF mesh", (".msh", ".xdmf"), ("surface_mesh", "tet_mesh"), read_meshio, write_meshio))
+register_format(Format("MCell3 MDL geometry", (".mdl",), ("surface_mesh",), read_mdl, write_mdl))
