@@ -9,7 +9,9 @@ import cellscape as cs
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the built-in meshing methods."""
     from .marching_cubes import MarchingCubes
+    from .quality import Quality
     from .tetrahedralize import Tetrahedralize
 
     registry.add_method(MarchingCubes)
     registry.add_method(Tetrahedralize)
+    registry.add_method(Quality)
