@@ -8,6 +8,7 @@ import cellscape as cs
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the built-in meshing methods."""
+    from .improve import Improve
     from .marching_cubes import MarchingCubes
     from .quality import Quality
     from .tetrahedralize import Tetrahedralize
@@ -15,3 +16,4 @@ def cellscape_register(registry: cs.Registrar) -> None:
     registry.add_method(MarchingCubes)
     registry.add_method(Tetrahedralize)
     registry.add_method(Quality)
+    registry.add_method(Improve)
