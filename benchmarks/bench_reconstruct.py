@@ -190,6 +190,16 @@ def _child(job: dict) -> dict:
     """Run one method on the saved input in this (fresh) process; keep its sampled slices."""
     folder = Path(job["folder"])
     projections = np.load(folder / job["input"])
+    # libraries are loaded before the measurement: their import is not the method's memory
+    if job["kind"] == "ours":
+        import cellscape as cs
+
+        cs.method(job["name"])
+        import scipy.sparse  # noqa: F401
+    elif job["name"].startswith("ASTRA"):
+        import astra  # noqa: F401
+    else:
+        import skimage.transform  # noqa: F401
 
     def call() -> np.ndarray:
         if job["kind"] == "ours":

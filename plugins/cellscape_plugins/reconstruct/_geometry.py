@@ -95,7 +95,7 @@ def _pairs(position: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """
     lower = np.floor(position)
     upper_weight = (position - lower).astype(np.float32)
-    lower = lower.astype(np.int64)
+    lower = lower.astype(np.int32 if n < 2**30 else np.int64)
     index = np.concatenate([lower, lower + 1], axis=-1)
     weight = np.concatenate([1.0 - upper_weight, upper_weight], axis=-1)
     weight *= (index >= 0) & (index < n)
