@@ -1,0 +1,164 @@
+"""Meshing: labels → improved surface → tetrahedra, against the chain written the obvious way.
+
+Inputs: the synthetic cell's labels (256³, cytosol + nucleus + mitochondria, 10 nm voxels) and a
+thin, curved, high-genus shape: a spherical shell 3 voxels thick pierced by 12 holes (genus 11),
+128³. Ours: `mesh.marching_cubes` → `mesh.improve` → `mesh.tetrahedralize`. Obvious chain:
+scikit-image marching cubes on each label's mask → pymeshlab's default Laplacian smoothing and
+quadric decimation to half the faces → TetGen with its default quality switches. Quality: triangle
+angles, volume change against the labels' voxel volume, Hausdorff distance to the raw
+marching-cubes surface (in voxels), non-manifold edges, tetrahedra's minimum dihedral angle and
+radius ratio; time of each chain. Each chain runs in its own process.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _harness as harness
+
+VOXEL_NM = 10.0
+
+
+def cell_labels(n: int = 256) -> np.ndarray:
+    import cellscape as cs
+
+    return cs.method("generate.phantom_cell", shape=n, voxel_size_nm=VOXEL_NM, seed=5)()["labels"].data
+
+
+def pierced_shell(n: int = 128, holes: int = 12, seed: int = 0) -> np.ndarray:
+    """A spherical shell (radius 0.4 n, 3 voxels thick) with ``holes`` round holes: genus holes - 1."""
+    z, y, x = np.mgrid[:n, :n, :n].astype(np.float32) - (n - 1) / 2
+    r = np.sqrt(z**2 + y**2 + x**2)
+    shell = (r > 0.4 * n - 1.5) & (r < 0.4 * n + 1.5)
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(holes, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    for d in directions:
+        cosine = (z * d[0] + y * d[1] + x * d[2]) / np.maximum(r, 1e-6)
+        shell &= cosine < np.cos(np.radians(9.0))
+    return shell.astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------- chains
+
+def ours(labels: np.ndarray) -> tuple:
+    import cellscape as cs
+
+    volume_labels = cs.Labels(labels, {}, VOXEL_NM)
+    surface = cs.method("mesh.marching_cubes")(volume_labels)
+    improved = cs.method("mesh.improve")(surface)
+    mesh = cs.method("mesh.tetrahedralize")(improved)
+    return improved.vertices, improved.triangles, mesh.points, mesh.tetrahedra
+
+
+def obvious(labels: np.ndarray) -> tuple:
+    import pymeshlab
+    import tetgen
+    from skimage import measure
+
+    vertices, triangles, offset = [], [], 0
+    for value in [v for v in np.unique(labels) if v != 0]:
+        mask = np.pad(labels == value, 1)
+        verts, faces, _, _ = measure.marching_cubes(mask.astype(np.float32), 0.5, spacing=(VOXEL_NM,) * 3)
+        meshset = pymeshlab.MeshSet()
+        meshset.add_mesh(pymeshlab.Mesh(verts[:, ::-1], faces[:, ::-1]))
+        meshset.apply_coord_laplacian_smoothing()
+        meshset.meshing_decimation_quadric_edge_collapse(targetperc=0.5)
+        current = meshset.current_mesh()
+        vertices.append(current.vertex_matrix())
+        triangles.append(current.face_matrix() + offset)
+        offset += len(vertices[-1])
+    v, t = np.concatenate(vertices), np.concatenate(triangles)
+    try:
+        points, tets = tetgen.TetGen(v, t.astype(np.int32)).tetrahedralize()[:2]
+    except RuntimeError:
+        points, tets = np.zeros((0, 3)), np.zeros((0, 4), np.int64)
+    return v, t, np.asarray(points), np.asarray(tets)
+
+
+CHAINS = {"cellscape (marching_cubes → improve → tetrahedralize)": ours,
+          "obvious (skimage → pymeshlab defaults → tetgen defaults)": obvious}
+
+
+def child(job: dict) -> dict:
+    import pymeshlab  # noqa: F401
+    import tetgen  # noqa: F401
+
+    import cellscape as cs  # libraries loaded before the measurement
+
+    cs.methods()
+    folder = Path(job["folder"])
+    labels = np.load(folder / "labels.npy")
+    parts: dict = {}
+
+    def call() -> np.ndarray:
+        v, t, p, k = CHAINS[job["name"]](labels)
+        parts.update(v=v, t=t, p=p, k=k)
+        return np.zeros(1)
+
+    stats = harness.measure(call, folder)
+    np.savez(folder / "mesh.npz", **parts)
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+def run() -> dict:
+    from scipy import ndimage
+    from skimage import measure
+
+    from cellscape_plugins.mesh import quality as q
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for shape_name, make in (("cell phantom 256³", cell_labels), ("pierced shell 128³ (genus 11)", pierced_shell)):
+            labels = make()
+            np.save(Path(folder) / "labels.npy", labels)
+            values = [v for v in np.unique(labels) if v != 0]
+            voxel = VOXEL_NM**3
+            # what each chain's surfaces enclose when exact: ours fills each label's holes (nested surfaces), the
+            # obvious chain's inner surfaces face inwards, so its signed volume is the labelled voxels'
+            reference = {"cellscape": voxel * sum(float(ndimage.binary_fill_holes(labels == v).sum()) for v in values),
+                         "obvious": voxel * float((labels > 0).sum())}
+            raw = [measure.marching_cubes(np.pad(labels == v, 1).astype(np.float32), 0.5, spacing=(VOXEL_NM,) * 3)
+                   for v in values]
+            raw_v = np.concatenate([r[0][:, ::-1] for r in raw])
+            raw_t = np.concatenate([r[1] + sum(len(x[0]) for x in raw[:i]) for i, r in enumerate(raw)])
+            for name in CHAINS:
+                _, stats = harness.run_child(__file__, {"name": name}, folder)
+                mesh = np.load(Path(folder) / "mesh.npz")
+                v, t, p, k = mesh["v"], mesh["t"], mesh["p"], mesh["k"]
+                angles = q.triangle_angles(v, t)
+                dihedral = q.dihedral_angles(p, k) if len(k) else np.array([np.nan])
+                ratio = q.radius_ratios(p, k) if len(k) else np.array([np.nan])
+                expected = reference["cellscape" if name.startswith("cellscape") else "obvious"]
+                rows.append({
+                    "shape": shape_name, "chain": name, "time [s]": stats["seconds"], "triangles": len(t),
+                    "min angle [deg]": float(angles.min()), "max angle [deg]": float(angles.max()),
+                    "angles < 15° [%]": 100 * float((angles < 15).mean()),
+                    "volume change [%]": 100 * (q.enclosed_volume(v, t) / expected - 1),
+                    "Hausdorff [voxels]": q.hausdorff_distance(v, t, raw_v, raw_t, samples=20000) / VOXEL_NM,
+                    "non-manifold edges": int(q.manifold_report(t)["non_manifold_edges"]),
+                    "tets": len(k), "min dihedral [deg]": float(np.nanmin(dihedral)),
+                    "min radius ratio": float(np.nanmin(ratio)), "peak memory [MB]": stats["peak_mb"],
+                })
+    return {
+        "title": "Meshing: labels → surface → tetrahedra, cellscape vs the obvious chain",
+        "setup": ("Volume change: signed volume enclosed by all surfaces against the voxel volume they stand for "
+                  "(each label's filled mask for cellscape, whose nested surfaces all face outwards; the labelled voxels "
+                  "for the obvious chain, whose hole surfaces face inwards). Hausdorff: sampled, symmetric, against the "
+                  "raw marching-cubes surfaces of every label's mask, in voxels."),
+        "rows": rows,
+        "notes": ("Targets of issue #5: after mesh.improve no angle < 15° or > 150°, volume change ≤ 1%, Hausdorff "
+                  "≤ 1 voxel, no non-manifold element; after mesh.tetrahedralize min dihedral ≥ 8° and radius ratio "
+                  "≥ 0.1 for every tet; 256³ labels → tets ≤ 60 s on 2 cores."),
+    }
+
+
+if __name__ == "__main__":
+    harness.child_main(child)
