@@ -24,7 +24,9 @@ Rays are numbered ``angle * nu + u``, pixels ``z * nx + x``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import attrs
@@ -58,12 +60,15 @@ class Geometry:
         return x, z
 
 
-def _csr(blocks: Iterable[tuple[np.ndarray, np.ndarray]], row_lengths: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+def _csr(blocks: list[tuple[int, Callable[[], tuple[np.ndarray, np.ndarray]]]], row_lengths: np.ndarray,
+         shape: tuple[int, int]) -> sp.csr_matrix:
     """CSR filled block by block into preallocated arrays (no COO, no sorting, no concatenated copies).
 
-    ``blocks`` yields (indices, weights) of shape (rows, k) for consecutive rows,
-    where k is those rows' entry in ``row_lengths``; entries of weight 0 lie
-    outside the grid and are dropped at the end when they are many.
+    ``blocks`` lists (first row, maker); a maker returns (indices, weights) of
+    shape (rows, k) for consecutive rows starting there, k being those rows'
+    entry in ``row_lengths``. Blocks are made on two threads (NumPy releases
+    the GIL), each writing its own slice. Entries of weight 0 lie outside the
+    grid and are dropped at the end when they are many.
     """
     import scipy.sparse as sp
 
@@ -71,12 +76,16 @@ def _csr(blocks: Iterable[tuple[np.ndarray, np.ndarray]], row_lengths: np.ndarra
     np.cumsum(row_lengths, out=indptr[1:])
     indices = np.empty(int(indptr[-1]), np.int32)
     data = np.empty(int(indptr[-1]), np.float32)
-    row = 0
-    for index, weight in blocks:
+
+    def fill(block: tuple[int, Callable[[], tuple[np.ndarray, np.ndarray]]]) -> None:
+        row, make = block
+        index, weight = make()
         start, stop = indptr[row], indptr[row + index.shape[0]]
         indices[start:stop] = index.ravel()
         data[start:stop] = weight.ravel()
-        row += index.shape[0]
+
+    with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
+        list(pool.map(fill, blocks))
     if indptr[-1] < 2**31:
         indptr = indptr.astype(np.int32)
     matrix = sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
@@ -113,16 +122,16 @@ def backprojection_matrix(geometry: Geometry) -> sp.csr_matrix:
     offsets = np.tile(np.arange(n_angles, dtype=np.int64) * nu, 2)[None, :]
     rows_per_block = max(1, (1 << 20) // max(1, geometry.nx * n_angles))  # ~1M positions at a time
 
-    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(0, geometry.nz, rows_per_block):
-            zs = z[start:start + rows_per_block]
-            # (pixel, angle): detector position of every pixel of these rows at every tilt
-            u = (x[None, :, None] * cos + zs[:, None, None] * sin).reshape(-1, n_angles)
-            index, weight = _pairs(u + (nu - 1) / 2, nu)
-            yield index + offsets, weight
+    def block(start: int) -> tuple[np.ndarray, np.ndarray]:
+        zs = z[start:start + rows_per_block]
+        # (pixel, angle): detector position of every pixel of these rows at every tilt
+        u = (x[None, :, None] * cos + zs[:, None, None] * sin).reshape(-1, n_angles)
+        index, weight = _pairs(u + (nu - 1) / 2, nu)
+        return index + offsets, weight
 
+    blocks = [(start * geometry.nx, functools.partial(block, start)) for start in range(0, geometry.nz, rows_per_block)]
     lengths = np.full(geometry.n_pixels, 2 * n_angles, np.int64)
-    return _csr(blocks(), lengths, (geometry.n_pixels, geometry.n_rays))
+    return _csr(blocks, lengths, (geometry.n_pixels, geometry.n_rays))
 
 
 @functools.lru_cache(maxsize=8)
@@ -134,18 +143,19 @@ def projection_matrix(geometry: Geometry) -> sp.csr_matrix:
     thetas = np.radians(geometry.angles_deg)
     by_rows = np.abs(np.cos(thetas)) >= np.abs(np.sin(thetas))  # step through rows z (else through columns x)
 
-    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for theta, rows in zip(thetas, by_rows, strict=True):
-            c, s = np.cos(theta), np.sin(theta)
-            if rows:  # interpolate along x where the ray crosses each row
-                index, weight = _pairs((u[:, None] - z[None, :] * s) / c + (nx - 1) / 2, nx)  # (nu, 2 nz)
-                yield np.tile(np.arange(nz) * nx, 2)[None, :] + index, weight / abs(c)
-            else:  # interpolate along z where the ray crosses each column
-                index, weight = _pairs((u[:, None] - x[None, :] * c) / s + (nz - 1) / 2 - geometry.z_offset, nz)
-                yield index * nx + np.tile(np.arange(nx), 2)[None, :], weight / abs(s)
+    def block(theta: float, rows: bool) -> tuple[np.ndarray, np.ndarray]:
+        c, s = np.cos(theta), np.sin(theta)
+        if rows:  # interpolate along x where the ray crosses each row
+            index, weight = _pairs((u[:, None] - z[None, :] * s) / c + (nx - 1) / 2, nx)  # (nu, 2 nz)
+            return np.tile(np.arange(nz) * nx, 2)[None, :] + index, weight / abs(c)
+        # interpolate along z where the ray crosses each column
+        index, weight = _pairs((u[:, None] - x[None, :] * c) / s + (nz - 1) / 2 - geometry.z_offset, nz)
+        return index * nx + np.tile(np.arange(nx), 2)[None, :], weight / abs(s)
 
+    blocks = [(a * nu, functools.partial(block, theta, rows))
+              for a, (theta, rows) in enumerate(zip(thetas, by_rows, strict=True))]
     lengths = np.repeat(np.where(by_rows, 2 * nz, 2 * nx), nu)
-    return _csr(blocks(), lengths, (geometry.n_rays, geometry.n_pixels))
+    return _csr(blocks, lengths, (geometry.n_rays, geometry.n_pixels))
 
 
 @functools.lru_cache(maxsize=8)
