@@ -244,7 +244,9 @@ class RandomForest(cs.Segmenter):
                                 "apply, not both (a random forest is not fine-tuned)")
         if model is not None:
             self.load(model)
-        self._cache = {}
+        # features of the labeled chunks are reused for prediction only when this call trains: applying a model
+        # computes each chunk once, so caching would only hold the whole feature stack in memory
+        self._cache = {} if training_labels is not None else None
         try:
             if training_labels is not None:
                 self.fit(volume, training_labels)
