@@ -12,10 +12,34 @@ inside the cell surface and outside the nucleus surface, so it is the cell's.
 TetGen aborts the whole process on some invalid surfaces (self-intersecting
 ones), so the surface is checked first: closed, outward-oriented, free of
 intersections.
+
+Options: ``holes_nm`` (points whose enclosed region TetGen leaves empty),
+``regions_to_mesh`` (keep only some regions' tetrahedra),
+``max_volume_per_region_nm3`` (a volume bound per region, through TetGen's
+region attributes: ``add_region(id, point, max_vol)`` with ``-A -a``; the
+binding has no other size field than a background mesh).
+
+Quality. With the surface kept, TetGen's own optimisation (``-O``/``-o/``:
+flips and smoothing; its kwargs ``opt_max_flip_level``, ``opt_scheme``,
+``opt_iterations``, ``optmaxdihedral``) leaves a few slivers near the surface
+(on an improved ball: min dihedral 4.6°, min radius ratio 0.09, changing
+those kwargs did not move them). ``optimize`` therefore adds a sliver
+clean-up of our own: each interior (non-surface) vertex of a tetrahedron below
+the targets moves, within its star, to the best of a few candidate positions
+(the centroid of its neighbours, seeded random offsets); a move is taken only
+when every tetrahedron around the vertex stays positively oriented and the
+worst of them gets better. It aims at 1.25x the targets, for a margin (measured
+after mesh.improve: ball 10.1°/0.138, phantom cell 10.0°/0.138 in every region).
+The connectivity, the surface and so every region's volume are unchanged. On
+unimproved marching-cubes surfaces most slivers have all four corners on the
+kept surface and cannot be moved; the clean-up then costs seconds and the
+targets are missed (warned). The result is reported (``self.report``) and a warning
+says when the targets — minimum dihedral ≥ 8°, radius ratio ≥ 0.1 — are missed.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import attrs
@@ -183,6 +207,18 @@ class TetrahedralizeParams:
     min_dihedral_deg: float = cs.param(10.0, ge=0, le=18, unit="deg", help="quality bound: smallest dihedral angle")
     max_dihedral_deg: float = cs.param(165.0, ge=90, le=179, unit="deg",
                                        help="mesh optimisation flips and smooths tetrahedra with a larger dihedral angle")
+    holes_nm: list[list[float]] | None = cs.param(None, unit="nm",
+                                                  help="points (x, y, z) inside regions to leave empty (holes)")
+    regions_to_mesh: list[int] | None = cs.param(None, help="keep only the tetrahedra of these region markers "
+                                                 "(default: all)")
+    max_volume_per_region_nm3: dict[int, float] | None = cs.param(
+        None, unit="nm^3", help="largest tetrahedron volume per region marker (TetGen region attributes)")
+    optimize: bool = cs.param(True, help="sliver clean-up after TetGen: move interior vertices of tetrahedra "
+                              "below the quality targets")
+    target_min_dihedral_deg: float = cs.param(8.0, ge=0, lt=70, unit="deg",
+                                              help="quality target: warn when a tetrahedron has a smaller dihedral")
+    target_min_radius_ratio: float = cs.param(0.1, ge=0, lt=1,
+                                              help="quality target: warn when a tetrahedron has a smaller radius ratio")
     isolate: bool = cs.param(True, help="run TetGen in a child process, so a TetGen crash becomes an error, not ours")
     timeout_s: float = cs.param(600.0, gt=0, unit="s", help="give up on TetGen after this long (with isolate)")
 
@@ -195,11 +231,19 @@ class Tetrahedralize(cs.Tetrahedralizer):
     marker of the innermost surface containing each tetrahedron,
     ``boundary_triangles`` = the input triangles (indices into ``points``;
     the surface vertices come first) with their markers, and region and
-    boundary names copied from the surface's marker names.
+    boundary names copied from the surface's marker names. With
+    ``regions_to_mesh`` or ``holes_nm``, only the kept tetrahedra, the points
+    they use and the surface triangles they touch remain.
+
+    After a call, ``self.report`` holds the quality of the result (see
+    :func:`quality_report`).
     """
 
     name = "mesh.tetrahedralize"
+    version = "2"
     Params = TetrahedralizeParams
+
+    report: dict[str, Any] | None = None
 
     def tetrahedralize(self, surface: cs.SurfaceMesh) -> cs.TetMesh:
         p = self.params
@@ -212,41 +256,295 @@ class Tetrahedralize(cs.Tetrahedralizer):
         surface = cs.SurfaceMesh(surface.vertices[used], remap[surface.triangles], surface.markers, surface.marker_names)
         check_surface(surface)
         names = surface.marker_names
-        everything = ", ".join(_region(m, names) for m in np.unique(surface.markers).tolist())
+        present = np.unique(surface.markers).tolist()
+        everything = ", ".join(_region(m, names) for m in present)
+        holes = _checked_holes(surface, p.holes_nm)
+        regions = _region_points(surface, p.max_volume_per_region_nm3)
         options = {"nobisect": True, "quality": True, "minratio": p.radius_edge_ratio, "mindihedral": p.min_dihedral_deg,
                    "optmaxdihedral": p.max_dihedral_deg}
         if p.max_volume_nm3 is not None:
             options.update(fixedvolume=True, maxvolume=p.max_volume_nm3)
+        if regions:
+            options.update(regionattrib=True, varvolume=True)
         vertices = np.ascontiguousarray(surface.vertices, np.float64)
         triangles = np.ascontiguousarray(surface.triangles, np.int32)
         advice = "re-mesh the labels with more smoothing (sigma_voxels) or a coarser step_size, or run mesh.improve"
         try:
             if p.isolate:
-                points, tets = isolated(run_tetgen, (vertices, triangles, options), p.timeout_s)
+                points, tets = isolated(run_tetgen, (vertices, triangles, options, holes, regions), p.timeout_s)
             else:
-                points, tets = run_tetgen(vertices, triangles, options)
+                points, tets = run_tetgen(vertices, triangles, options, holes, regions)
         except (RuntimeError, ValueError) as exc:
             raise cs.InputError(f"mesh.tetrahedralize: TetGen failed on the surfaces of {everything} ({exc}); "
                                 f"{advice}") from exc
         except _Crashed as exc:
             raise cs.InputError(f"mesh.tetrahedralize: TetGen {exc} on the surfaces of {everything}; {advice}") from exc
-        points = np.asarray(points, np.float64)
-        tets = np.asarray(tets, np.int64)
+        points = np.array(points, np.float64)
+        tets = np.array(tets, np.int64)
         n = len(surface.vertices)
         if len(tets) == 0 or len(points) < n or not np.array_equal(points[:n], surface.vertices):
             raise cs.InputError(f"mesh.tetrahedralize: TetGen merged or moved vertices of the surfaces of {everything} "
                                 "(duplicate or nearly coincident vertices?); re-mesh the labels")
         flipped = tet_volumes(points, tets) < 0
         tets[flipped] = tets[flipped][:, [0, 2, 1, 3]]
-        regions = region_markers(points, tets, surface.triangles, surface.markers, names)
-        return cs.TetMesh(points, tets, regions, surface.triangles, surface.markers, dict(names), dict(names))
+        boundary, boundary_markers = surface.triangles, surface.markers
+        if holes:
+            # a hole's surface bounds tetrahedra on one side only, and nothing is inside it
+            boundary, boundary_markers = _touched(tets, boundary, boundary_markers)
+        markers = region_markers(points, tets, boundary, boundary_markers, names)
+        if p.optimize:
+            # aim a little above the targets, so they hold with a margin
+            points = remove_slivers(points, tets, n, 1.25 * p.target_min_dihedral_deg, 1.25 * p.target_min_radius_ratio)
+        if p.regions_to_mesh is not None:
+            missing = sorted(set(p.regions_to_mesh) - set(np.unique(markers).tolist()))
+            if missing:
+                raise cs.InputError(f"mesh.tetrahedralize: regions_to_mesh names region marker(s) {missing}, which the "
+                                    f"mesh does not have; its regions are {sorted(set(markers.tolist()))}")
+            keep = np.isin(markers, p.regions_to_mesh)
+            tets, markers = tets[keep], markers[keep]
+            boundary, boundary_markers = _touched(tets, boundary, boundary_markers)
+        points, tets, boundary = _drop_unused_points(points, tets, boundary)
+        region_names = {k: v for k, v in names.items() if k in set(markers.tolist())}
+        boundary_names = {k: v for k, v in names.items() if k in set(boundary_markers.tolist())}
+        mesh = cs.TetMesh(points, tets, markers, boundary, boundary_markers, region_names, boundary_names)
+        self.report = quality_report(mesh)
+        _warn_missed_targets(self.report, p.target_min_dihedral_deg, p.target_min_radius_ratio)
+        return mesh
 
 
-def run_tetgen(vertices: np.ndarray, triangles: np.ndarray, options: dict) -> tuple[np.ndarray, np.ndarray]:
-    """TetGen on a closed surface, in this process: (points, tetrahedra)."""
+def _checked_holes(surface: cs.SurfaceMesh, holes_nm: list[list[float]] | None) -> list[list[float]]:
+    """The hole points as float triples; a hole outside every surface is an InputError (TetGen would ignore it)."""
+    if not holes_nm:
+        return []
+    holes = []
+    for i, point in enumerate(holes_nm):
+        if len(point) != 3:
+            raise cs.InputError(f"mesh.tetrahedralize: holes_nm[{i}] = {point!r} is not a point (x, y, z) in nm")
+        if abs(winding_number(surface.vertices, surface.triangles, np.asarray(point, float))) < 0.5:
+            raise cs.InputError(f"mesh.tetrahedralize: holes_nm[{i}] = {list(point)} lies outside every surface; "
+                                "a hole point must be inside the region to leave empty")
+        holes.append([float(v) for v in point])
+    return holes
+
+
+def winding_number(vertices: np.ndarray, triangles: np.ndarray, point: np.ndarray) -> float:
+    """How many times the closed surface winds around ``point`` (1 inside an outward surface, 0 outside).
+
+    Sum of the solid angles of the triangles seen from the point (Van Oosterom & Strackee), over 4π.
+    """
+    a, b, c = (vertices[triangles[:, i]] - point for i in range(3))
+    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
+    numerator = np.einsum("ij,ij->i", a, np.cross(b, c))
+    denominator = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", b, c) * la
+                   + np.einsum("ij,ij->i", c, a) * lb)
+    return float(2 * np.arctan2(numerator, denominator).sum() / (4 * np.pi))
+
+
+def _region_points(surface: cs.SurfaceMesh, max_volumes: dict[int, float] | None) -> list[tuple[int, list[float], float]]:
+    """TetGen regions (marker, a point inside, max volume) for each connected surface piece of each marker.
+
+    The point lies a small step behind the largest triangle of the piece: inside that surface and, since surfaces
+    do not touch, outside any surface nested in it.
+    """
+    if not max_volumes:
+        return []
+    names = surface.marker_names
+    present = set(np.unique(surface.markers).tolist())
+    for marker, bound in max_volumes.items():
+        if marker not in present:
+            raise cs.InputError(f"mesh.tetrahedralize: max_volume_per_region_nm3 names region marker {marker}, which "
+                                f"the surface does not have; its markers are {sorted(present)}")
+        if not bound > 0:
+            raise cs.InputError(f"mesh.tetrahedralize: max_volume_per_region_nm3 of {_region(marker, names)} is "
+                                f"{bound:g}; it must be > 0")
+    regions = []
+    for marker in sorted(present):
+        triangles = surface.triangles[surface.markers == marker]
+        a, b, c = (surface.vertices[triangles[:, i]] for i in range(3))
+        normal = np.cross(b - a, c - a)
+        area = np.linalg.norm(normal, axis=1)
+        component = surface_components(triangles, len(surface.vertices))
+        for piece in range(component.max() + 1):
+            best = np.flatnonzero(component == piece)[np.argmax(area[component == piece])]
+            step = 1e-3 * np.sqrt(area[best])
+            inside = (a[best] + b[best] + c[best]) / 3 - step * normal[best] / area[best]
+            regions.append((int(marker), inside.tolist(), float(max_volumes.get(marker, 0.0))))
+    return regions
+
+
+def _touched(tets: np.ndarray, boundary: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The boundary triangles that are faces of some tetrahedron, and their markers."""
+    faces = np.sort(np.concatenate([tets[:, [1, 2, 3]], tets[:, [0, 2, 3]], tets[:, [0, 1, 3]], tets[:, [0, 1, 2]]]),
+                    axis=1)
+    key = np.sort(boundary, axis=1)
+    both = np.unique(np.concatenate([faces, key]), axis=0, return_inverse=True)[1].ravel()
+    keep = np.isin(both[len(faces):], both[: len(faces)])
+    return boundary[keep], markers[keep]
+
+
+def _drop_unused_points(points: np.ndarray, tets: np.ndarray,
+                        boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points no tetrahedron uses are removed; the kept ones keep their order."""
+    used = np.zeros(len(points), bool)
+    used[tets.ravel()] = True
+    if used.all():
+        return points, tets, boundary
+    index = np.cumsum(used) - 1
+    return points[used], index[tets], index[boundary]
+
+
+# -- quality: report and sliver clean-up --------------------------------------------------------
+
+
+_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+_FACE_PAIRS = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+
+
+def _tet_scores(corners: np.ndarray, min_dihedral_deg: float, min_radius_ratio: float) -> np.ndarray:
+    """Quality of tetrahedra given by their corners, shape (..., 4, 3): min(dihedral / target, ratio / target);
+    ≥ 1 meets both targets, -inf when inverted or flat.
+
+    The same angles and ratios as :func:`~cellscape_plugins.mesh.quality.dihedral_angles` and
+    :func:`~cellscape_plugins.mesh.quality.radius_ratios`, from the outward face normals (the dihedral angle
+    between faces k and l is 180° minus the angle between their normals), for speed in the clean-up loop.
+    """
+    a, b, c, d = (corners[..., i, :] for i in range(4))
+    triple = np.einsum("...j,...j->...", b - a, np.cross(c - a, d - a))
+    face = corners[..., _FACES, :]
+    normal = np.cross(face[..., 1, :] - face[..., 0, :], face[..., 2, :] - face[..., 0, :])
+    # face i's normal points away from corner i when the tetrahedron is positive
+    towards = np.einsum("...ij,...ij->...i", normal, corners - face[..., 0, :])
+    normal = np.where(towards[..., None] > 0, -normal, normal)
+    area2 = np.linalg.norm(normal, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = normal / area2[..., None]
+        cos = -np.einsum("...ij,...ij->...i", unit[..., _FACE_PAIRS[:, 0], :], unit[..., _FACE_PAIRS[:, 1], :])
+        dihedral = np.degrees(np.arccos(np.clip(np.nan_to_num(cos.max(axis=-1), nan=1.0), -1, 1)))
+        e1, e2, e3 = b - a, c - a, d - a
+        offset = (np.einsum("...j,...j->...", e1, e1)[..., None] * np.cross(e2, e3)
+                  + np.einsum("...j,...j->...", e2, e2)[..., None] * np.cross(e3, e1)
+                  + np.einsum("...j,...j->...", e3, e3)[..., None] * np.cross(e1, e2))
+        inradius = np.abs(triple) / area2.sum(axis=-1)
+        circumradius = np.linalg.norm(offset, axis=-1) / (2 * np.abs(triple))
+        ratio = np.nan_to_num(3 * inradius / circumradius, nan=0.0)
+    score = np.minimum(dihedral / max(min_dihedral_deg, 1e-9), ratio / max(min_radius_ratio, 1e-9))
+    return np.where(triple > 0, score, -np.inf)
+
+
+def remove_slivers(points: np.ndarray, tets: np.ndarray, n_fixed: int, min_dihedral_deg: float = 8.0,
+                   min_radius_ratio: float = 0.1, rounds: int = 6, seed: int = 0) -> np.ndarray:
+    """Move interior vertices of poor tetrahedra within their stars to raise the worst quality around them.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 3), float
+    tets : ndarray, shape (k, 4), int
+        Positively oriented tetrahedra; their connectivity is not changed.
+    n_fixed : int
+        Points ``0 .. n_fixed - 1`` (the surface) never move.
+    min_dihedral_deg, min_radius_ratio : float
+        Targets: a tetrahedron below either is worked on.
+    rounds : int
+        Sweeps over the vertices of poor tetrahedra at most.
+    seed : int
+        Seed of the random candidate offsets (the result is deterministic).
+
+    Returns
+    -------
+    ndarray, shape (n, 3)
+        New points; a vertex moves only when every tetrahedron around it stays positively oriented and the
+        worst of them improves, so the mesh stays valid and each region's volume is unchanged.
+    """
+    points = np.array(points, np.float64)
+    rng = np.random.default_rng(seed)
+    order = np.argsort(tets.ravel(), kind="stable")
+    starts = np.searchsorted(tets.ravel()[order], np.arange(len(points) + 1))
+    star_of = order // 4
+    directions = rng.normal(size=(32, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    scales = np.repeat([0.03, 0.08, 0.15, 0.3], 8)[:, None]
+    # a vertex that found no better place is tried again only after a neighbour moved
+    waiting = np.ones(len(points), bool)
+    for _ in range(rounds):
+        score = _tet_scores(points[tets], min_dihedral_deg, min_radius_ratio)
+        poor = np.flatnonzero(score < 1)
+        movable = np.unique(tets[poor].ravel())
+        movable = movable[(movable >= n_fixed) & waiting[movable]]
+        if len(movable) == 0:
+            break
+        for vertex in movable[np.argsort(-np.bincount(tets[poor].ravel(), minlength=len(points))[movable])]:
+            star = star_of[starts[vertex]:starts[vertex + 1]]
+            corners = points[tets[star]]
+            here = tets[star] == vertex
+            current = _tet_scores(corners, min_dihedral_deg, min_radius_ratio).min()
+            waiting[vertex] = False
+            if current >= 1:
+                continue
+            neighbours = np.unique(tets[star].ravel())
+            neighbours = neighbours[neighbours != vertex]
+            length = np.linalg.norm(points[neighbours] - points[vertex], axis=1).mean()
+            candidates = np.concatenate([points[neighbours].mean(axis=0)[None],
+                                         points[vertex] + length * scales * directions])
+            trial = np.broadcast_to(corners, (len(candidates), *corners.shape)).copy()
+            trial[:, here] = candidates[:, None, :]
+            worst = _tet_scores(trial, min_dihedral_deg, min_radius_ratio).min(axis=1)
+            best = int(np.argmax(worst))
+            if worst[best] > current:
+                points[vertex] = candidates[best]
+                waiting[neighbours] = True
+                waiting[vertex] = worst[best] < 1
+    return points
+
+
+def quality_report(mesh: cs.TetMesh) -> dict[str, Any]:
+    """Quality of a volume mesh, overall and per region marker.
+
+    Returns
+    -------
+    dict
+        ``{"all": row, "regions": {marker: row}}``, each row with ``n_tetrahedra``, ``min_dihedral_deg``,
+        ``share_dihedral_below_10_deg`` (fraction of tetrahedra whose smallest dihedral angle is below 10°) and
+        ``min_radius_ratio``.
+    """
+    from .quality import dihedral_angles, radius_ratios
+
+    dihedral = dihedral_angles(mesh.points, mesh.tetrahedra).min(axis=1)
+    ratio = radius_ratios(mesh.points, mesh.tetrahedra)
+
+    def row(mask: np.ndarray) -> dict[str, float]:
+        return {"n_tetrahedra": int(mask.sum()), "min_dihedral_deg": float(dihedral[mask].min()),
+                "share_dihedral_below_10_deg": float((dihedral[mask] < 10).mean()),
+                "min_radius_ratio": float(ratio[mask].min())}
+
+    return {"all": row(np.ones(len(dihedral), bool)),
+            "regions": {int(m): row(mesh.region_markers == m) for m in np.unique(mesh.region_markers).tolist()}}
+
+
+def _warn_missed_targets(report: dict[str, Any], min_dihedral_deg: float, min_radius_ratio: float) -> None:
+    missed = [f"region {marker}: min dihedral {row['min_dihedral_deg']:.2f} deg, min radius ratio "
+              f"{row['min_radius_ratio']:.3f}" for marker, row in report["regions"].items()
+              if row["min_dihedral_deg"] < min_dihedral_deg or row["min_radius_ratio"] < min_radius_ratio]
+    if missed:
+        warnings.warn(f"mesh.tetrahedralize: quality targets (min dihedral >= {min_dihedral_deg:g} deg, radius ratio "
+                      f">= {min_radius_ratio:g}) missed — {'; '.join(missed)}; run mesh.improve on the surface first "
+                      "(slivers often sit on its skinny triangles)", stacklevel=3)
+
+
+def run_tetgen(vertices: np.ndarray, triangles: np.ndarray, options: dict, holes: list | tuple = (),
+               regions: list | tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+    """TetGen on a closed surface, in this process: (points, tetrahedra).
+
+    ``holes``: points (x, y, z) inside regions to leave empty; ``regions``: (id, point inside, max volume) triples
+    for TetGen's region attributes (per-region volume bound with ``varvolume``).
+    """
     import tetgen
 
-    points, tets = tetgen.TetGen(vertices, triangles).tetrahedralize(**options)[:2]
+    generator = tetgen.TetGen(vertices, triangles)
+    for point in holes:
+        generator.add_hole(point)
+    for region_id, point, max_volume in regions:
+        generator.add_region(region_id, point, max_volume)
+    points, tets = generator.tetrahedralize(**options)[:2]
     return np.asarray(points, np.float64), np.asarray(tets, np.int64)
 
 
