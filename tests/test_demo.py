@@ -30,7 +30,7 @@ def hashes(provenance: dict) -> dict[str, dict[str, str]]:
 
 def test_every_step_ran_and_saved_its_outputs(demo) -> None:
     assert sorted(demo.computed) == sorted(["cell", "tilts", "tomogram", "cell_mask", "organelle_mask", "organelles",
-                                            "surface", "volume_mesh", "diffusion", "summary"])
+                                            "surface", "improved", "volume_mesh", "diffusion", "summary"])
     kinds = {"tilts.mrc": cs.TiltSeries, "tomogram.mrc": cs.Volume, "mesh/cell_surface.vtp": cs.SurfaceMesh,
              "mesh/cell.vtu": cs.TetMesh, "summary.csv": cs.Table}
     for name, kind in kinds.items():
@@ -73,7 +73,7 @@ def test_diffusion_conserves_the_released_amount(demo) -> None:
 def test_report_shows_every_figure(demo) -> None:
     page = (demo.run_dir / "report" / "index.html").read_text()
     images = re.findall(r"<img alt='([^']+)' src='data:image/png;base64,", page)
-    assert len(images) == 14  # two per phantom and diffusion, mesh and surface; one per other output with a picture
+    assert len(images) == 16  # two per phantom and diffusion, mesh and surfaces; one per other output with a picture
     for needed in ("tomogram_volume_slices", "cell_mask_labels_overlay", "surface_surface_render",
                    "surface_surface_angles", "diffusion_fields_curves", "volume_mesh_mesh_dihedral"):
         assert needed in images
