@@ -42,7 +42,7 @@ class SlabParams:
     exclude_tilts: list[int] | None = cs.param(None, help="0-based indices of tilt images to leave out (bad tilts)")
     slab_slices: int | None = cs.param(None, ge=1, unit="slice", help="Y slices per slab; default: from 'memory_mb'")
     memory_mb: float | None = cs.param(None, gt=0, unit="MB",
-                                       help="working memory for slabs; default: the output's size, within 32 MB-1 GB")
+                                       help="working memory for slabs; default: the output's size, within 128 MB-1 GB")
     workers: int | None = cs.param(None, ge=1, help="threads working on slabs; default: the CPU count (at most 4)")
     device: str = cs.param("auto", choices=DEVICES, help="cpu (NumPy), gpu (CuPy), auto: the GPU when there is one")
 
@@ -149,7 +149,7 @@ class SlabReconstructor(cs.Reconstructor):
         state = self.setup(geometry, xp, context)
         workers = p.workers or min(4, os.cpu_count() or 1)
         per_slice = 4 * (geometry.n_rays + geometry.n_pixels) * self.working_arrays
-        budget = p.memory_mb * 2**20 if p.memory_mb else min(max(4 * nz * ny * nx, 32 << 20), 1 << 30)
+        budget = p.memory_mb * 2**20 if p.memory_mb else min(max(4 * nz * ny * nx, 128 << 20), 1 << 30)
         slab = p.slab_slices or max(1, min(ny, int(budget // (workers * per_slice)), math.ceil(ny / workers)))
         bounds = [(y0, min(ny, y0 + slab)) for y0 in range(0, ny, slab)]
 
