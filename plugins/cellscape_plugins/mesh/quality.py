@@ -22,6 +22,8 @@ import numpy as np
 
 import cellscape as cs
 
+from .marching_cubes import signed_volume
+
 __all__ = [
     "Quality",
     "dihedral_angles",
@@ -141,8 +143,7 @@ def enclosed_volume(vertices: np.ndarray, triangles: np.ndarray) -> float:
     float
         Volume in the vertices' unit cubed (nm³ for cellscape meshes).
     """
-    a, b, c = (np.asarray(vertices, float)[triangles[:, i]] for i in range(3))
-    return float(_dot(a, np.cross(b, c)).sum() / 6.0)
+    return signed_volume(np.asarray(vertices, float), triangles)
 
 
 # -- topology -----------------------------------------------------------------------------------
@@ -514,15 +515,19 @@ def surface_quality(mesh: cs.SurfaceMesh) -> cs.Table:
         closed), ``euler_characteristic``, ``genus``, ``non_manifold_edges``, ``non_manifold_vertices``,
         ``boundary_edges``.
     """
+    rows = _rows_per_marker(mesh.vertices, mesh.triangles, mesh.markers, mesh.marker_names, "marker", _surface_row)
+    return _table(*rows, SURFACE_UNITS, "surface mesh quality")
+
+
+def _rows_per_marker(points: np.ndarray, cells: np.ndarray, markers: np.ndarray, marker_names: dict[int, str],
+                     prefix: str, row: Any) -> tuple[list[str], list[int], list[dict[str, float]]]:
+    """Names, marker numbers and ``row(points, cells)`` of each marker's cells, then of all cells (marker −1)."""
     names, numbers, rows = [], [], []
-    for marker in np.unique(mesh.markers):
-        names.append(mesh.marker_names.get(int(marker), f"marker_{int(marker)}"))
+    for marker in np.unique(markers):
+        names.append(marker_names.get(int(marker), f"{prefix}_{int(marker)}"))
         numbers.append(int(marker))
-        rows.append(_surface_row(mesh.vertices, mesh.triangles[mesh.markers == marker]))
-    names.append("all")
-    numbers.append(-1)
-    rows.append(_surface_row(mesh.vertices, mesh.triangles))
-    return _table(names, numbers, rows, SURFACE_UNITS, "surface mesh quality")
+        rows.append(row(points, cells[markers == marker]))
+    return [*names, "all"], [*numbers, -1], [*rows, row(points, cells)]
 
 
 def _volume_row(points: np.ndarray, tets: np.ndarray) -> dict[str, float]:
@@ -551,15 +556,9 @@ def volume_quality(mesh: cs.TetMesh) -> cs.Table:
         ``min_dihedral``/``max_dihedral`` [deg], ``share_dihedrals_below_10deg``, ``min_radius_ratio``,
         ``mean_radius_ratio`` (see :func:`radius_ratios`), ``min_volume``/``total_volume`` [nm^3].
     """
-    names, numbers, rows = [], [], []
-    for region in np.unique(mesh.region_markers):
-        names.append(mesh.region_names.get(int(region), f"region_{int(region)}"))
-        numbers.append(int(region))
-        rows.append(_volume_row(mesh.points, mesh.tetrahedra[mesh.region_markers == region]))
-    names.append("all")
-    numbers.append(-1)
-    rows.append(_volume_row(mesh.points, mesh.tetrahedra))
-    return _table(names, numbers, rows, VOLUME_UNITS, "volume mesh quality")
+    rows = _rows_per_marker(mesh.points, mesh.tetrahedra, mesh.region_markers, mesh.region_names, "region",
+                            _volume_row)
+    return _table(*rows, VOLUME_UNITS, "volume mesh quality")
 
 
 class Quality(cs.Analyzer):

@@ -47,6 +47,8 @@ import numpy as np
 
 import cellscape as cs
 
+from .quality import tet_volumes
+
 
 def open_edges(triangles: np.ndarray) -> np.ndarray:
     """Undirected edges not shared by exactly two triangles.
@@ -63,16 +65,6 @@ def open_edges(triangles: np.ndarray) -> np.ndarray:
     edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
     unique, counts = np.unique(edges, axis=0, return_counts=True)
     return unique[counts != 2]
-
-
-def tet_volumes(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
-    """Signed volumes of tetrahedra, shape (k,), in the cube of the points' unit.
-
-    Positive when ``d`` lies on the side of triangle ``(a, b, c)`` its normal
-    ``(b - a) x (c - a)`` points to.
-    """
-    a, b, c, d = (points[tets[:, i]] for i in range(4))
-    return np.einsum("ij,ij->i", b - a, np.cross(c - a, d - a)) / 6.0
 
 
 def surface_components(triangles: np.ndarray, n_vertices: int) -> np.ndarray:
@@ -285,7 +277,7 @@ class Tetrahedralize(cs.Tetrahedralizer):
         if len(tets) == 0 or len(points) < n or not np.array_equal(points[:n], surface.vertices):
             raise cs.InputError(f"mesh.tetrahedralize: TetGen merged or moved vertices of the surfaces of {everything} "
                                 "(duplicate or nearly coincident vertices?); re-mesh the labels")
-        flipped = tet_volumes(points, tets) < 0
+        flipped = tet_volumes(points, tets, signed=True) < 0
         tets[flipped] = tets[flipped][:, [0, 2, 1, 3]]
         boundary, boundary_markers = surface.triangles, surface.markers
         if holes:
