@@ -49,6 +49,15 @@ def device_namespace(device: str) -> Any:
     return namespace(np.zeros(1))
 
 
+def to_numpy(array: Any) -> np.ndarray:
+    """A NumPy array of any backend's array: as is for NumPy, copied from a GPU for CuPy, via DLPack otherwise."""
+    if isinstance(array, (np.ndarray, np.generic)):  # xp.sum of a NumPy array gives a NumPy scalar
+        return np.asarray(array)
+    if hasattr(array, "get"):  # CuPy
+        return array.get()
+    return np.from_dlpack(array)
+
+
 def _row_sums_operator(matrix: sp.csr_matrix, xp: Any) -> tuple[Any, Any, Any, Any]:
     """Arrays for the generic path: column index and value of every entry, and each row's [start, stop) range."""
     return (xp.asarray(matrix.indices.astype(np.int64)), xp.asarray(matrix.data.astype(np.float64)),

@@ -10,6 +10,7 @@ import numpy as np
 
 import cellscape as cs
 
+from ._backend import to_numpy
 from ._slab import SlabParams
 
 log = logging.getLogger("cellscape.reconstruct")
@@ -52,14 +53,5 @@ class History:
 
 def relative_residual(xp: Any, residual: Any, data_norm: Any) -> float:
     """|r| / |b| over the whole slab (slices without an object are mostly noise, so not slice by slice)."""
-    total = float(np.asarray(_host(xp.sum(data_norm * data_norm))))
-    return float(np.sqrt(float(np.asarray(_host(xp.sum(residual * residual)))) / total)) if total > 0 else 0.0
-
-
-def _host(value: Any) -> Any:
-    if hasattr(value, "get"):
-        return value.get()
-    try:
-        return np.from_dlpack(value)
-    except (TypeError, AttributeError, BufferError):
-        return np.asarray(value)
+    total = float(to_numpy(xp.sum(data_norm * data_norm)))
+    return float(np.sqrt(float(to_numpy(xp.sum(residual * residual))) / total)) if total > 0 else 0.0

@@ -24,7 +24,7 @@ import numpy as np
 
 import cellscape as cs
 
-from ._backend import device_namespace
+from ._backend import device_namespace, to_numpy
 from ._geometry import Geometry
 
 log = logging.getLogger("cellscape.reconstruct")
@@ -112,9 +112,7 @@ class SlabReconstructor(cs.Reconstructor):
         return (self.params.thickness_voxels or nx), ny // b, nx
 
     def reconstruct(self, tilts: cs.TiltSeries) -> cs.Volume:
-        out = np.zeros(self.output_shape(tilts), np.float32)
-        volume = self.reconstruct_into(tilts, out)
-        return volume
+        return self.reconstruct_into(tilts, np.zeros(self.output_shape(tilts), np.float32))
 
     def reconstruct_into(self, tilts: cs.TiltSeries, out: Any) -> cs.Volume:
         """Reconstruct into ``out`` (any array of :meth:`output_shape` with NumPy slicing, e.g. np.memmap, zarr).
@@ -156,7 +154,7 @@ class SlabReconstructor(cs.Reconstructor):
         def work(bound: tuple[int, int]) -> np.ndarray:
             y0, y1 = bound
             result = self.solve_slab(state, xp.asarray(load(y0, y1)), xp)
-            return _to_numpy(result).reshape(nz, nx, y1 - y0).transpose(0, 2, 1)
+            return to_numpy(result).reshape(nz, nx, y1 - y0).transpose(0, 2, 1)
 
         log.info("%s: %d slices of %dx%d in %d slab(s) on %d thread(s)", self.name, ny, nz, nx, len(bounds), workers)
         if workers == 1 or len(bounds) == 1:
@@ -186,11 +184,3 @@ class SlabReconstructor(cs.Reconstructor):
         # voxel [k, j, i] of a slab of the projected volume's size is that volume's voxel [k, j, i]
         shift = (b - 1) / 2 * tilts.pixel_size_nm  # a binned pixel sits at the centre of the b pixels it averages
         return cs.Volume(data, (size, size, size), (p.z_offset_voxels * size, shift, shift))
-
-
-def _to_numpy(array: Any) -> np.ndarray:
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "get"):  # CuPy
-        return array.get()
-    return np.from_dlpack(array)

@@ -28,7 +28,7 @@ import numpy as np
 
 import cellscape as cs
 
-from ._backend import Operator
+from ._backend import Operator, to_numpy
 from ._geometry import Geometry, projection_matrix, projection_matrix_transpose
 from ._iterative import History, IterativeParams, column_norms, log, relative_residual, safe_inverse
 from ._slab import SlabReconstructor
@@ -62,8 +62,7 @@ class TotalVariation(SlabReconstructor):
 
     def setup(self, geometry: Geometry, xp: Any, context: dict[str, Any]) -> Any:
         operator = Operator(projection_matrix(geometry), xp, projection_matrix_transpose(geometry))
-        rows = np.asarray(projection_matrix(geometry).sum(axis=1)).ravel()
-        cols = np.asarray(projection_matrix(geometry).sum(axis=0)).ravel()
+        rows, cols = to_numpy(operator.row_sums()), to_numpy(operator.column_sums())
         # density scale from a sample of detector rows over the whole series (same for every slab)
         ny = context["ny"]
         sample_rows = np.unique(np.linspace(0, ny - 1, min(ny, 16)).astype(int))
