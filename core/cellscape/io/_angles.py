@@ -41,10 +41,19 @@ def write_tilt_angles(path: str | Path, angles: np.ndarray) -> None:
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
+def stack_stem(path: Path) -> str:
+    """The name of ``path`` without its image suffix: ``stack`` for stack.mrc, stack.tif and stack.ome.tif."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
 def angle_file_beside(path: Path) -> Path | None:
-    """``stack.tlt`` (preferred) or ``stack.rawtlt`` next to ``stack.mrc``, if one exists."""
+    """``<stem>.tlt`` (preferred) or ``<stem>.rawtlt`` next to an image stack, if one exists."""
     for suffix in (".tlt", ".rawtlt"):
-        candidate = path.with_suffix(suffix)
+        candidate = path.with_name(stack_stem(path) + suffix)
         if candidate.exists():
             return candidate
     return None

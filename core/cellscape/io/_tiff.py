@@ -32,7 +32,7 @@ import numpy as np
 
 from .._data import Artefact, Labels, TiltSeries, Volume
 from .._errors import InputError
-from ._angles import tilt_series_from_stack, write_tilt_angles
+from ._angles import angle_file_beside, stack_stem, tilt_series_from_stack, write_tilt_angles
 
 NOTE_TAG = 65010  # private TIFF tag holding cellscape's JSON note
 _TO_NM = {"nm": 1.0, "nanometer": 1.0, "\u00b5m": 1e3, "\u03bcm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3,
@@ -141,11 +141,11 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
         voxel = (float(imagej["spacing"]) * unit_nm if "spacing" in imagej else xy, xy, xy)
     elif xy_nm is not None:
         voxel = (xy_nm, xy_nm, xy_nm)
-    angles_path = _angles_beside(path)
+    angles_path = angle_file_beside(path)
     wanted = kind.kind if kind is not None else note.get("kind", "tilt_series" if angles_path else "volume")
     try:
         if wanted == "tilt_series":
-            return tilt_series_from_stack(data, angles_path, f"{_stem(path)}.tlt",
+            return tilt_series_from_stack(data, angles_path, f"{stack_stem(path)}.tlt",
                                           float(note.get("pixel_size_nm", voxel[2])),
                                           float(note.get("tilt_axis_angle_deg", 0.0)))
         if wanted == "labels":
@@ -170,22 +170,6 @@ def _stack(tif: Any, path: Path) -> np.ndarray:
     return np.stack([s.asarray() for s in series])
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def _angles_beside(path: Path) -> Path | None:
-    for suffix in (".tlt", ".rawtlt"):
-        candidate = path.with_name(_stem(path) + suffix)
-        if candidate.exists():
-            return candidate
-    return None
-
-
 def write_tiff(obj: Artefact, path: Path) -> None:
     """Write a Volume, Labels or TiltSeries (with ``<stem>.tlt``) as TIFF, or OME-TIFF when named .ome.tif(f)."""
     if isinstance(obj, TiltSeries):
@@ -193,7 +177,7 @@ def write_tiff(obj: Artefact, path: Path) -> None:
         note: dict[str, Any] = {"kind": obj.kind, "shape": list(obj.projections.shape), "pixel_size_nm": size,
                                 "tilt_axis_angle_deg": obj.tilt_axis_angle_deg, "voxel_size_nm": [1.0, size, size]}
         _write_tiff_data(obj.projections, (1.0, size, size), note, path)
-        write_tilt_angles(path.with_name(_stem(path) + ".tlt"), obj.tilt_angles_deg)
+        write_tilt_angles(path.with_name(stack_stem(path) + ".tlt"), obj.tilt_angles_deg)
         return
     if not isinstance(obj, (Volume, Labels)):
         raise InputError(f"{path}: TIFF files hold volumes, labels and tilt series, not {type(obj).__name__}")
