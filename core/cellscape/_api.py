@@ -62,7 +62,8 @@ def run(spec: str | os.PathLike[str], **options: Any) -> Any:
     """Run a pipeline spec file (the same as ``cellscape run``); returns a RunResult.
 
     Options are those of :class:`cellscape.runner.Runner`: ``run_dir``,
-    ``force`` (step ids to recompute), ``quiet``, ``report``.
+    ``force`` (step ids to recompute), ``quiet``, ``report``, ``workers``
+    (local threads) and ``scheduler`` (a Dask scheduler address).
     """
     from ._runner import run_spec
 

@@ -94,6 +94,23 @@ def _figures(artefact: Artefact, digest: str, title: str, inputs: dict[str, Arte
     return paths, errors
 
 
+def _sweep_html(sweep: dict[str, Any]) -> str:
+    """The sweep's table (from sweep.csv) and figure, embedded."""
+    parts = [f"<h2>Sweep</h2><p class='meta'>{_esc(sweep['mode'])} over {_esc(', '.join(sweep['keys']))}: "
+             f"{len(sweep['members'])} members (the steps below are member 0's)</p>"]
+    for name in sweep.get("files", []):
+        path = Path(name)
+        if path.suffix == ".csv" and path.exists():
+            from .io import read
+
+            parts.append(_table_html(read(path)))
+        elif path.suffix == ".png" and path.exists():
+            data = base64.b64encode(path.read_bytes()).decode()
+            parts.append(f"<figure><img alt='sweep' src='data:image/png;base64,{data}'><figcaption>{_esc(path.name)}"
+                         "</figcaption></figure>")
+    return "".join(parts)
+
+
 def build_report(run_dir: str | Path, registry: Registry | None = None) -> Path:
     """Write ``run_dir/report/index.html`` (images embedded, PNGs also under report/figures/)."""
     run_dir = Path(run_dir)
@@ -121,14 +138,18 @@ def build_report(run_dir: str | Path, registry: Registry | None = None) -> Path:
         "<h2>Steps</h2><table><tr><th>step</th><th>method</th><th>version</th><th>status</th><th>time [s]</th>"
         "<th>parameters</th></tr>",
     ]
-    for step in provenance["steps"]:
+    # a sweep shows member 0's steps in full and every member in the sweep section
+    steps = [step for step in provenance["steps"] if step.get("member", 0) == 0]
+    if "sweep" in provenance:
+        parts.insert(-1, _sweep_html(provenance["sweep"]))
+    for step in steps:
         parts.append(
             f"<tr><td>{_esc(step['id'])}</td><td>{_esc(step['method'])}</td><td>{_esc(step['version'])}</td>"
             f"<td class='{step['status']}'>{step['status']}</td><td>{step.get('time_s') or 0:.2f}</td>"
             f"<td><code>{_esc(json.dumps(step['params'], sort_keys=True))}</code></td></tr>"
         )
     parts.append("</table>")
-    for step in provenance["steps"]:
+    for step in steps:
         parts.append(f"<h2 id='{_esc(step['id'])}'>{_esc(step['id'])} <small class='meta'>{_esc(step['method'])}</small></h2>")
         inputs = {n: load(i["hash"]) for n, i in step["inputs"].items() if not i["hash"].startswith("file:")}
         sources = ", ".join(f"{_esc(n)} ← {_esc(i['from'])}" for n, i in step["inputs"].items()) or "none"

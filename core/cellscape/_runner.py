@@ -25,13 +25,14 @@ from typing import Any
 
 import attrs
 
-from ._data import Artefact
-from ._errors import CellscapeError, InputError, StepError
+from ._data import Artefact, Table
+from ._errors import InputError, StepError
+from ._executor import Executor, ExecutorConfig, InputFileError, compute_step, make_executor
 from ._params import build_params, params_to_json
 from ._payload import atomic_write
 from ._progress import RichProgress, showing_progress
 from ._registry import Registry, get_registry
-from ._spec import Spec, Step, load_spec
+from ._spec import Spec, Step, Sweep, SweepMember, load_spec
 from ._store import Store, cache_key, file_hash
 
 __all__ = ["RunResult", "Runner", "StepPlan", "run_spec"]
@@ -58,10 +59,14 @@ class RunResult:
     saved: list[Path]
     report: Path | None
     store: Store
+    member_outputs: list[dict[str, dict[str, str]]] = attrs.field(factory=list)  # per sweep member
+    sweep_table: Table | None = None
 
-    def artefact(self, step: str, output: str | None = None) -> Artefact:
-        """Load an output of a step (its only output when ``output`` is None)."""
-        outs = self.outputs[step]
+    def artefact(self, step: str, output: str | None = None, member: int | None = None) -> Artefact:
+        """Load an output of a step (its only output when ``output`` is None; of sweep member ``member``)."""
+        if member is None and not self.outputs and self.member_outputs:
+            raise KeyError("this run is a sweep: name the member (member=0, 1, ...)")
+        outs = self.outputs[step] if member is None else self.member_outputs[member][step]
         if output is None:
             if len(outs) != 1:
                 raise KeyError(f"step '{step}' has outputs {list(outs)}: name one")
@@ -77,6 +82,61 @@ class RunResult:
         return [s["id"] for s in self.provenance["steps"] if s["status"] == "cached"]
 
 
+@attrs.define
+class _MemberState:
+    """Progress of one pipeline (the run itself, or one sweep member) during a run."""
+
+    index: int | None
+    spec: Spec
+    run_dir: Path
+    remaining: list[Step] = attrs.field(init=False)
+    hashes: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    records: list[dict[str, Any]] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        self.remaining = list(self.spec.steps)
+
+
+def _sweep_figure(table: Table, sweep: Sweep, path: Path) -> Path | None:
+    """Each gathered number against the first swept value (members of other values as separate lines)."""
+    import numpy as np
+
+    from ._payload import atomic_write
+
+    first = sweep.keys[0]
+    if table.columns[first].dtype.kind not in "fiub":
+        return None
+    gathered = [n for n in table.columns if n not in ("member", *sweep.keys) and table.columns[n].dtype.kind in "fiub"]
+    if not gathered:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(gathered[:6])
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
+    others = [k for k in sweep.keys[1:]]
+    groups = (np.unique(np.stack([table.columns[k].astype(str) for k in others], axis=1), axis=0, return_inverse=True)[1]
+              if others else np.zeros(table.n_rows, int))
+    for ax, name in zip(axes[0], gathered[:6], strict=False):
+        for group in np.unique(groups):
+            rows = np.flatnonzero(groups == group)
+            rows = rows[np.argsort(table.columns[first][rows])]
+            label = ", ".join(f"{k}={table.columns[k][rows[0]]}" for k in others) or None
+            ax.plot(table.columns[first][rows], table.columns[name][rows], "o-", ms=3, label=label)
+        unit = table.units.get(name, "")
+        ax.set_xlabel(first)
+        ax.set_ylabel(f"{name} [{unit}]" if unit else name)
+        if others and len(np.unique(groups)) <= 8:
+            ax.legend(fontsize=6)
+    fig.suptitle(table.title, fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
 def default_run_dir(spec: Spec) -> Path:
     return Path.cwd() / "cellscape-runs" / spec.name
 
@@ -85,8 +145,9 @@ class Runner:
     """Runs one spec in one run directory."""
 
     def __init__(self, spec: Spec, run_dir: str | os.PathLike[str] | None = None,
-                 registry: Registry | None = None):
+                 registry: Registry | None = None, executor: ExecutorConfig | None = None):
         self.spec = spec
+        self.executor_config = executor or ExecutorConfig.from_mapping(spec.executor)
         self.registry = registry or get_registry()
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
         self.store = Store(self.run_dir / "store")
@@ -114,10 +175,19 @@ class Runner:
 
     def plan(self, force: Iterable[str] = ()) -> list[StepPlan]:
         """Which steps are cached and which would run, and why (nothing is computed)."""
+        return self._plan(self.spec, self._forced(force))
+
+    def plan_members(self, force: Iterable[str] = ()) -> list[tuple[SweepMember, list[StepPlan]]]:
+        """The plan of every sweep member (an error for a spec without ``sweep:``)."""
+        if self.spec.sweep is None:
+            raise InputError(f"{self.spec.path}: no sweep: block, so no members to plan")
         forced = self._forced(force)
+        return [(member, self._plan(member.spec, forced)) for member in self.spec.sweep.members]
+
+    def _plan(self, spec: Spec, forced: set[str]) -> list[StepPlan]:
         hashes: dict[str, dict[str, str]] = {}
         plans = []
-        for step in self.spec.steps:
+        for step in spec.steps:
             key = self._key(step, hashes)
             if key is None:
                 waiting = [r.step for r in step.inputs.values() if r.step is not None and r.step not in hashes]
@@ -156,12 +226,12 @@ class Runner:
                 raise InputError(f"step '{step.id}', input '{name}': {exc}") from exc
         return self.store.get(hashes[ref.step][ref.output], verify=False)  # type: ignore[index]
 
-    def _save(self, step: Step, outputs: dict[str, str], saves_index: dict[str, str]) -> list[Path]:
+    def _save(self, step: Step, outputs: dict[str, str], saves_index: dict[str, str], base: Path) -> list[Path]:
         from .io import write
 
         saved = []
         for name, target in step.save.items():
-            path = Path(target) if Path(target).is_absolute() else self.run_dir / target  # relative to the run
+            path = Path(target) if Path(target).is_absolute() else base / target  # relative to the run (or member)
             digest = outputs[name]
             if saves_index.get(str(path)) == digest and path.exists():
                 saved.append(path)
@@ -180,27 +250,48 @@ class Runner:
             saved.append(path)
         return saved
 
-    def run(self, force: Iterable[str] = (), quiet: bool = True, report: bool = True) -> RunResult:
-        """Run every step; return a RunResult. Raises StepError if a method fails."""
+    def run(self, force: Iterable[str] = (), quiet: bool = True, report: bool = True,
+            executor: Executor | None = None) -> RunResult:
+        """Run every step (of every sweep member); return a RunResult. Raises StepError if a method fails.
+
+        Steps whose inputs are ready run concurrently when the executor has
+        more than one worker (``executor:`` in the spec, or ``executor=``);
+        steps with the same cache key, e.g. the shared upstream part of sweep
+        members, are computed once.
+        """
         forced = self._forced(force)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.store.clean_temporaries()
         saves_path = self.run_dir / ".saved.json"
         saves_index: dict[str, str] = json.loads(saves_path.read_text()) if saves_path.exists() else {}
         provenance = self._provenance_header()
-        hashes: dict[str, dict[str, str]] = {}
-        saved: list[Path] = []
+        sweep = self.spec.sweep
+        members = [_MemberState(None, self.spec, self.run_dir)] if sweep is None else [
+            _MemberState(m.index, m.spec, self.run_dir / "members" / f"{m.index:03d}") for m in sweep.members]
+        own = executor is None
+        if executor is None:
+            executor = make_executor(self.executor_config)
+        provenance["executor"] = executor.describe()
         sink = contextlib.nullcontext() if quiet else RichProgress()
-        with sink as display, showing_progress(display):  # type: ignore[arg-type]
-            steps = self.spec.steps
-            for step in steps:
-                record = self._run_step(step, hashes, forced, quiet)
-                provenance["steps"].append(record)
-                step_saved = self._save(step, hashes[step.id], saves_index)
-                record["saved"] = [str(p) for p in step_saved]
-                saved += step_saved
-                self._write_provenance(provenance)
-        atomic_write(saves_path, lambda tmp: tmp.write_text(json.dumps(saves_index, indent=1, sort_keys=True)))
+        try:
+            with sink as display, showing_progress(display):  # type: ignore[arg-type]
+                self._schedule(members, forced, quiet, executor, provenance, saves_index)
+        finally:
+            if own:
+                executor.close()
+            atomic_write(saves_path, lambda tmp: tmp.write_text(json.dumps(saves_index, indent=1, sort_keys=True)))
+        saved = [Path(p) for state in members for record in state.records for p in record.get("saved", [])]
+        sweep_table = None
+        if sweep is not None:
+            sweep_table, sweep_files = self._gather(members, sweep)
+            provenance["sweep"] = {
+                "mode": sweep.mode, "keys": sweep.keys, "gather": sweep.gather_step,
+                "members": [{"index": m.index, "values": m.values,
+                             "computed": [r["id"] for r in state.records if r["status"] == "computed"]}
+                            for m, state in zip(sweep.members, members, strict=True)],
+                "files": [str(p) for p in sweep_files],
+            }
+            saved += sweep_files
         provenance["finished"] = time.time()
         provenance["wall_time_s"] = round(provenance["finished"] - provenance["started"], 3)
         self._write_provenance(provenance)
@@ -209,49 +300,145 @@ class Runner:
             from ._report import build_report
 
             report_path = build_report(self.run_dir, registry=self.registry)
-        return RunResult(self.run_dir, provenance, hashes, saved, report_path, self.store)
+        outputs = members[0].hashes if sweep is None else {}
+        return RunResult(self.run_dir, provenance, outputs, saved, report_path, self.store,
+                         [m.hashes for m in members] if sweep is not None else [], sweep_table)
 
-    def _run_step(self, step: Step, hashes: dict[str, dict[str, str]], forced: set[str], quiet: bool) -> dict[str, Any]:
+    def _schedule(self, members: list[_MemberState], forced: set[str], quiet: bool, executor: Executor,
+                  provenance: dict[str, Any], saves_index: dict[str, str]) -> None:
+        """Submit every step whose inputs are ready; record results as they arrive; stop at the first failure."""
+        inflight: dict[str, Any] = {}  # cache key -> future
+        waiters: dict[str, list[tuple[_MemberState, Step, dict[str, Any]]]] = {}
+        done_in_run: dict[str, dict[str, Any]] = {}  # cache key -> entry computed by this run
+        failure: StepError | InputError | None = None
+        order = {(state.index, step.id): n for n, (state, step) in
+                 enumerate((state, step) for state in members for step in state.spec.steps)}
+
+        def finish(state: _MemberState, step: Step, record: dict[str, Any], entry: dict[str, Any], status: str) -> None:
+            state.hashes[step.id] = {name: out["hash"] for name, out in entry["outputs"].items()}
+            record.update(status=status, outputs=entry["outputs"], time_s=entry.get("time_s"))
+            if status == "computed":
+                record.update({k: entry[k] for k in ("worker", "started", "finished") if k in entry})
+            record["saved"] = [str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
+            state.records.append(record)
+            provenance["steps"].append(record)
+            provenance["steps"].sort(key=lambda r: order[(r.get("member"), r["id"])])
+            self._write_provenance(provenance)
+            if not quiet:
+                where = "" if state.index is None else f"[{state.index:03d}] "
+                timing = "cached" if status == "cached" else f"{entry.get('time_s') or 0:7.2f} s"
+                print(f"  ✓ {where}{step.id:<20} {step.use:<28} {timing}", file=sys.stderr)
+
+        while True:
+            progressed = failure is None
+            while progressed:
+                progressed = False
+                for state in members:
+                    for step in list(state.remaining):
+                        if any(up not in state.hashes for up in step.upstream()):
+                            continue
+                        state.remaining.remove(step)
+                        progressed = True
+                        key = self._key(step, state.hashes)
+                        assert key is not None  # every upstream step has finished
+                        record = self._record(step, key, state)
+                        cached = None if step.id in forced else self.store.lookup(key)
+                        if key in done_in_run:
+                            finish(state, step, record, done_in_run[key], "cached")
+                        elif key in inflight:
+                            waiters[key].append((state, step, record))
+                        elif cached is not None:
+                            finish(state, step, record, cached, "cached")
+                        else:
+                            if not quiet:
+                                where = "" if state.index is None else f"[{state.index:03d}] "
+                                print(f"  … {where}{step.id:<20} {step.use:<28} running", file=sys.stderr)
+                            waiters[key] = [(state, step, record)]
+                            inflight[key] = self._submit(executor, step, state)
+            if not inflight:
+                break
+            keys_of = {id(future): key for key, future in inflight.items()}
+            for future in executor.wait_any(inflight.values()):
+                key = keys_of[id(future)]
+                del inflight[key]
+                state, step, _ = waiters[key][0]
+                try:
+                    result = executor.result(future)
+                except InputFileError as exc:  # a file named in the spec: the user's to fix
+                    failure = failure or InputError(f"step '{step.id}', {exc}")
+                    failure.__cause__ = failure.__cause__ or exc
+                    waiters.pop(key)
+                    continue
+                except Exception as exc:  # the method's error (or a plugin's bug): name the step
+                    failure = failure or StepError(step.id, step.use, exc)
+                    failure.__cause__ = failure.__cause__ or exc
+                    waiters.pop(key)
+                    continue
+                entry = {"step": step.id, "method": step.use, **result}
+                self.store.record(key, entry)
+                done_in_run[key] = entry
+                for n, (state, step, record) in enumerate(waiters.pop(key)):
+                    finish(state, step, record, entry, "computed" if n == 0 else "cached")
+        if failure is not None:
+            raise failure
+
+    def _submit(self, executor: Executor, step: Step, state: _MemberState) -> Any:
         entry = self.registry.get(step.use)
         params = build_params(entry.cls.Params, step.params, where=step.id)
-        params_json = params_to_json(params)
-        key = self._key(step, hashes)
-        assert key is not None  # every upstream step has run by now
-        input_hashes = {name: self._input_hash(step, name, hashes) for name in sorted(step.inputs)}
+        inputs: dict[str, tuple[str, str, Any]] = {}
+        for name, ref in step.inputs.items():
+            if ref.file is not None:
+                inputs[name] = ("file", str(ref.file), entry.cls.input_ports()[name].kind)
+            else:
+                inputs[name] = ("store", state.hashes[ref.step][ref.output], None)  # type: ignore[index]
+        return executor.submit(compute_step, str(self.store.root), entry.cls, params, inputs)
+
+    def _record(self, step: Step, key: str, state: _MemberState) -> dict[str, Any]:
+        entry = self.registry.get(step.use)
+        params_json = params_to_json(build_params(entry.cls.Params, step.params, where=step.id))
         record: dict[str, Any] = {
             "id": step.id, "method": step.use, "distribution": entry.distribution,
             "version": entry.cache_version, "params": params_json,
             "seeds": {k: v for k, v in params_json.items() if "seed" in k},
-            "inputs": {name: {"from": ref.describe(), "hash": input_hashes[name]} for name, ref in step.inputs.items()},
+            "inputs": {name: {"from": ref.describe(), "hash": self._input_hash(step, name, state.hashes)}
+                       for name, ref in step.inputs.items()},
             "key": key,
         }
-        cached = None if step.id in forced else self.store.lookup(key)
-        if cached is not None:
-            hashes[step.id] = {name: out["hash"] for name, out in cached["outputs"].items()}
-            record.update(status="cached", outputs=cached["outputs"], time_s=cached.get("time_s"))
-            if not quiet:
-                print(f"  ✓ {step.id:<20} {step.use:<28} cached", file=sys.stderr)
-            return record
-        inputs = {name: self._load_input(step, name, hashes) for name in step.inputs}
-        method = entry.cls(params)
-        if not quiet:
-            print(f"  … {step.id:<20} {step.use:<28} running", file=sys.stderr)
-        start = time.perf_counter()
-        try:
-            method._check_inputs(inputs)
-            outputs = method._check_outputs(method.run(**inputs))
-        except CellscapeError as exc:
-            raise StepError(step.id, step.use, exc) from exc
-        except Exception as exc:  # a plugin's bug: report which step and method
-            raise StepError(step.id, step.use, exc) from exc
-        elapsed = time.perf_counter() - start
-        stored = {name: {"hash": self.store.put(a), "kind": a.kind} for name, a in outputs.items()}
-        self.store.record(key, {"step": step.id, "method": step.use, "outputs": stored, "time_s": round(elapsed, 4)})
-        hashes[step.id] = {name: out["hash"] for name, out in stored.items()}
-        record.update(status="computed", outputs=stored, time_s=round(elapsed, 4))
-        if not quiet:
-            print(f"  ✓ {step.id:<20} {step.use:<28} {elapsed:7.2f} s", file=sys.stderr)
+        if state.index is not None:
+            record["member"] = state.index
         return record
+
+    def _gather(self, members: list[_MemberState], sweep: Sweep) -> tuple[Table, list[Path]]:
+        """One row per member: its swept values and the last row of the gathered step's Table."""
+        import numpy as np
+
+        from ._data import Table
+        from .io import write
+
+        rows: list[dict[str, Any]] = []
+        units: dict[str, str] = {}
+        for member, state in zip(sweep.members, members, strict=True):
+            row: dict[str, Any] = {"member": member.index, **member.values}
+            if sweep.gather_step is not None:
+                table = self.store.get(state.hashes[sweep.gather_step][sweep.gather_output], verify=False)  # type: ignore[index]
+                for name, column in table.columns.items():
+                    if column.dtype.kind in "fiub" and len(column):
+                        row[name] = column[-1].item()
+                        units.setdefault(name, table.units.get(name, ""))
+            rows.append(row)
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        columns = {}
+        for name in names:
+            values = [row.get(name, np.nan) for row in rows]
+            columns[name] = np.asarray(values) if all(isinstance(v, str) for v in values) else np.asarray(values, float)
+        table = Table(columns, units=units, title=f"sweep of {self.spec.name}: {len(rows)} members")
+        csv_path = self.run_dir / "sweep.csv"
+        write(table, csv_path)
+        files = [csv_path]
+        figure = _sweep_figure(table, sweep, self.run_dir / "sweep.png")
+        if figure is not None:
+            files.append(figure)
+        return table, files
 
     def _provenance_header(self) -> dict[str, Any]:
         from . import __version__
@@ -274,7 +461,13 @@ class Runner:
 
 
 def run_spec(spec: str | os.PathLike[str] | Spec, run_dir: str | os.PathLike[str] | None = None,
-             force: Iterable[str] = (), quiet: bool = True, report: bool = True) -> RunResult:
-    """Load, validate and run a spec file (what ``cs.run`` and ``cellscape run`` do)."""
+             force: Iterable[str] = (), quiet: bool = True, report: bool = True,
+             workers: int | None = None, scheduler: str | None = None) -> RunResult:
+    """Load, validate and run a spec file (what ``cs.run`` and ``cellscape run`` do).
+
+    ``workers`` and ``scheduler`` override the spec's ``executor:`` block: N
+    local threads, or the Dask scheduler at an address (``tcp://host:8786``).
+    """
     loaded = spec if isinstance(spec, Spec) else load_spec(spec)
-    return Runner(loaded, run_dir).run(force=force, quiet=quiet, report=report)
+    config = ExecutorConfig.from_mapping(loaded.executor, workers=workers, scheduler=scheduler)
+    return Runner(loaded, run_dir, executor=config).run(force=force, quiet=quiet, report=report)

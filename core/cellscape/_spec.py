@@ -38,7 +38,7 @@ from ._errors import SpecError, SpecIssue
 from ._params import check_params
 from ._registry import Registry, get_registry
 
-__all__ = ["InputRef", "Spec", "Step", "load_spec", "validate_spec"]
+__all__ = ["InputRef", "Spec", "Step", "Sweep", "SweepMember", "load_spec", "validate_spec"]
 
 SCHEMA_PATH = Path(__file__).with_name("pipeline.schema.json")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -82,6 +82,8 @@ class Spec:
     name: str
     description: str
     steps: list[Step]
+    executor: dict[str, Any] = attrs.field(factory=dict)
+    sweep: Sweep | None = None
 
     @property
     def sha256(self) -> str:
@@ -106,6 +108,29 @@ class Spec:
                     file_node = "file_" + hashlib.sha1(str(ref.file).encode()).hexdigest()[:8]
                     lines.append(f'    {file_node}[("{ref.file.name}")] -->|{name}| {_mermaid_id(step.id)}')
         return "\n".join(lines)
+
+
+@attrs.frozen
+class SweepMember:
+    """One member of a sweep: the values it sets and the pipeline they give."""
+
+    index: int
+    values: dict[str, Any]
+    spec: Spec
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.values.items())
+
+
+@attrs.frozen
+class Sweep:
+    """A validated ``sweep:`` block: its members, and which step's Table to gather."""
+
+    mode: str
+    keys: list[str]
+    members: list[SweepMember]
+    gather_step: str | None = None
+    gather_output: str | None = None
 
 
 def _mermaid_id(step_id: str) -> str:
@@ -418,14 +443,134 @@ def _build(path: Path, text: str, data: Any, lines: dict[PathKey, int], registry
     if issues.items:
         raise SpecError(sorted(issues.items, key=lambda i: (i.line or 0, i.key or "")))
     name = data.get("name") or path.stem.replace(".", "_")
-    return Spec(path.resolve(), text, name, data.get("description", ""), ordered)
+    executor = dict(data.get("executor") or {})
+    return Spec(path.resolve(), text, name, data.get("description", ""), ordered, executor)
+
+
+def _sweep_values(sweep: Mapping[str, Any], issues: _Issues) -> list[dict[str, Any]]:
+    """The members' values of a sweep block (grid, zip or seeded random)."""
+    import itertools
+
+    import numpy as np
+
+    mode = sweep.get("mode", "grid")
+    values: dict[str, Any] = sweep["values"]
+    ranges = [k for k, v in values.items() if isinstance(v, dict)]
+    if mode in ("grid", "zip") and ranges:
+        for key in ranges:
+            issues.add(("sweep", "values", key), f"a {mode} sweep needs a list of values for '{key}' "
+                                                 "(ranges {low, high} are for mode: random)")
+        return []
+    if mode == "grid":
+        return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
+    if mode == "zip":
+        lengths = {k: len(v) for k, v in values.items()}
+        if len(set(lengths.values())) > 1:
+            issues.add(("sweep", "values"), "a zip sweep needs lists of equal length; got "
+                       + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+            return []
+        return [dict(zip(values, combo, strict=True)) for combo in zip(*values.values(), strict=True)]
+    if "samples" not in sweep:
+        issues.add(("sweep",), "a random sweep needs 'samples' (how many members to draw)")
+        return []
+    rng = np.random.default_rng(sweep.get("seed", 0))
+    members: list[dict[str, Any]] = [{} for _ in range(sweep["samples"])]
+    for key, spec in values.items():
+        if isinstance(spec, list):
+            picks = rng.integers(0, len(spec), len(members))
+            draws = [spec[int(i)] for i in picks]
+        else:
+            low, high = float(spec["low"]), float(spec["high"])
+            if high < low or (spec.get("log") and low <= 0):
+                issues.add(("sweep", "values", key), f"range of '{key}' needs low <= high (and low > 0 with log: true)")
+                return []
+            if spec.get("log"):
+                draws = list(np.exp(rng.uniform(np.log(low), np.log(high), len(members))))
+            else:
+                draws = list(rng.uniform(low, high, len(members)))
+            draws = [round(float(d)) if spec.get("integer") else float(d) for d in draws]
+        for member, value in zip(members, draws, strict=True):
+            member[key] = value
+    return members
+
+
+def _expand_sweep(path: Path, text: str, data: dict[str, Any], lines: dict[PathKey, int], registry: Registry,
+                  base: Spec) -> Sweep:
+    """Check a sweep block's keys against the pipeline, and build one validated spec per member."""
+    import copy
+
+    issues = _Issues(str(path), lines)
+    sweep = data["sweep"]
+    variables = data.get("vars") or {}
+    steps_by_id = {s["id"]: s for s in data["steps"] if isinstance(s, dict) and isinstance(s.get("id"), str)}
+    for key in sweep["values"]:
+        step_id, dot, param = key.partition(".")
+        where = ("sweep", "values", key)
+        if not dot:
+            if key not in variables:
+                issues.add(where, f"sweep over '{key}': not a variable under vars: "
+                                  "(write 'step.parameter' for a step's parameter)")
+            continue
+        if step_id not in steps_by_id:
+            close = difflib.get_close_matches(step_id, steps_by_id, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            issues.add(where, f"sweep over '{key}': no step '{step_id}'{hint}")
+            continue
+        cls = registry.get(base.step(step_id).use).cls
+        fields = [f.name for f in attrs.fields(cls.Params)]
+        if param not in fields:
+            close = difflib.get_close_matches(param, fields, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; parameters: {', '.join(fields)}"
+            issues.add(where, f"sweep over '{key}': {cls.name} has no parameter '{param}'{hint}")
+    gather = sweep.get("gather")
+    gather_step = gather_output = None
+    if gather:
+        from ._data import Table
+
+        gather_step = gather["step"]
+        if gather_step not in steps_by_id:
+            issues.add(("sweep", "gather", "step"), f"gather: no step '{gather_step}'")
+        else:
+            outs = registry.get(base.step(gather_step).use).cls.output_ports()
+            tables = [n for n, port in outs.items() if issubclass(port.kind, Table)]
+            gather_output = gather.get("output") or (tables[0] if len(tables) == 1 else None)
+            if gather_output not in tables:
+                issues.add(("sweep", "gather"), f"gather: step '{gather_step}' needs a Table output "
+                           f"(name it with output:; its Table outputs: {', '.join(tables) or 'none'})")
+    member_values = [] if issues.items else _sweep_values(sweep, issues)
+    if issues.items:
+        raise SpecError(issues.items)
+    members = []
+    for index, values in enumerate(member_values):
+        member_data = copy.deepcopy(data)
+        member_data.pop("sweep")
+        member_data["name"] = f"{base.name}-m{index:03d}"
+        for key, value in values.items():
+            step_id, dot, param = key.partition(".")
+            if dot:
+                raw = next(s for s in member_data["steps"] if isinstance(s, dict) and s.get("id") == step_id)
+                raw["with"] = {**(raw.get("with") or {}), param: value}
+            else:
+                member_data["vars"][key] = value
+        label = ", ".join(f"{k}={v}" for k, v in values.items())
+        try:
+            spec = _build(path, text, member_data, lines, registry)
+        except SpecError as exc:
+            raise SpecError([SpecIssue(f"sweep member {index} ({label}): {i.message}", i.file, i.line, i.key)
+                             for i in exc.issues]) from None
+        members.append(SweepMember(index, values, spec))
+    return Sweep(sweep.get("mode", "grid"), list(sweep["values"]), members, gather_step, gather_output)
 
 
 def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
     """Load and validate a spec; raise SpecError listing every problem found."""
     path = Path(path)
     text, data, lines = _parse(path)
-    return _build(path, text, data, lines, registry or get_registry())
+    registry = registry or get_registry()
+    spec = _build(path, text, data, lines, registry)
+    if isinstance(data, dict) and data.get("sweep"):
+        spec = attrs.evolve(spec, sweep=_expand_sweep(path, text, data, lines, registry, spec))
+    return spec
 
 
 def validate_spec(path: str | Path, registry: Registry | None = None) -> list[SpecIssue]:

@@ -47,6 +47,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, _registry(args))
     runner = Runner(spec, args.run_dir)
+    if spec.sweep is not None:
+        member_plans = runner.plan_members(force=args.force or [])
+        for member, plans in member_plans:
+            n_cached = sum(p.status == "cached" for p in plans)
+            state = "✓ cached  " if n_cached == len(plans) else "▶ will run"
+            print(f"{state}  member {member.index:03d}  {member.label():<40} {n_cached} of {len(plans)} steps cached")
+        complete = sum(all(p.status == "cached" for p in plans) for _, plans in member_plans)
+        print(f"{complete} of {len(member_plans)} sweep members fully cached; run directory {runner.run_dir}")
+        return 0
     plans = runner.plan(force=args.force or [])
     width = max(len(p.step) for p in plans)
     for plan in plans:
@@ -65,13 +74,19 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ._executor import ExecutorConfig
     from ._runner import Runner
     from ._spec import load_spec
 
     spec = load_spec(args.spec, _registry(args))
-    runner = Runner(spec, args.run_dir)
+    config = ExecutorConfig.from_mapping(spec.executor, workers=args.workers, scheduler=args.scheduler)
+    runner = Runner(spec, args.run_dir, executor=config)
     if not args.quiet:
-        print(f"cellscape: running {spec.path.name} ({len(spec.steps)} steps) in {runner.run_dir}", file=sys.stderr)
+        members = f", {len(spec.sweep.members)} sweep members" if spec.sweep is not None else ""
+        where = f"Dask ({config.scheduler or f'{config.workers} local workers'})" if config.type == "dask" else (
+            f"{config.workers} threads" if config.workers > 1 else "this process")
+        print(f"cellscape: running {spec.path.name} ({len(spec.steps)} steps{members}) in {runner.run_dir} on {where}",
+              file=sys.stderr)
     start = time.perf_counter()
     result = runner.run(force=args.force or [], quiet=args.quiet, report=not args.no_report)
     if not args.quiet:
@@ -173,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="append", metavar="STEP", help="recompute this step even if cached ('all' for every step)")
     run.add_argument("--quiet", action="store_true", help="no progress output (for scripts)")
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="run independent steps and sweep members on N local threads (with --scheduler or "
+                          "executor type dask: N worker processes of a Dask LocalCluster)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run on the Dask scheduler at ADDRESS (tcp://host:8786); the run directory must be on a "
+                          "file system every worker sees")
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check a spec and report every problem at once")

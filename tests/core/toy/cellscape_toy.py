@@ -102,7 +102,26 @@ class ToyExplode(cs.Filter):
         raise RuntimeError("boom: the toy plugin failed on purpose")
 
 
+class ToyDieOnce(cs.Filter):
+    """Kills its own process the first time it runs (to test that a lost worker's task is retried).
+
+    The first run creates the file named by $CELLSCAPE_TOY_DIE_ONCE and exits the process at once,
+    like a worker killed by the OOM killer; later runs find the file and copy the volume.
+    """
+
+    name = "filter.toy_die_once"
+
+    def filter(self, volume: cs.Volume) -> cs.Volume:
+        marker = os.environ["CELLSCAPE_TOY_DIE_ONCE"]
+        if not os.path.exists(marker):
+            with open(marker, "w") as handle:
+                handle.write(str(os.getpid()))
+            os._exit(17)
+        _log(self.name)
+        return cs.Volume(volume.data + 1, volume.voxel_size_nm, volume.origin_nm)
+
+
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    for cls in (ToyVolume, ToyScale, ToyCut, ToyStats, ToyExplode):
+    for cls in (ToyVolume, ToyScale, ToyCut, ToyStats, ToyExplode, ToyDieOnce):
         registry.add_method(cls)
