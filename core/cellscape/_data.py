@@ -68,7 +68,7 @@ def _check_finite(kind: str, name: str, array: np.ndarray) -> None:
     if array.dtype.kind not in "fc" or array.size == 0:
         return
     # block by block along the first axis, so a memory-mapped array is checked without loading it whole
-    step = max(1, (64 << 20) // max(1, array[:1].nbytes)) if array.ndim > 1 else array.shape[0]
+    step = max(1, (8 << 20) // max(1, array[:1].nbytes)) if array.ndim > 1 else array.shape[0]
     bad = sum(int(block.size - np.count_nonzero(np.isfinite(block)))
               for block in (array[i:i + step] for i in range(0, array.shape[0], step)))
     if bad:

@@ -101,6 +101,10 @@ class Executor:
         """The futures of ``futures`` that are done, waiting until at least one is (or ``timeout``)."""
         raise NotImplementedError
 
+    def submit_chunked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a chunked step: ``fn(*args, scheduler)`` spreads its chunks over this executor's workers."""
+        raise NotImplementedError
+
     def result(self, future: Any) -> Any:
         return future.result()
 
@@ -162,6 +166,9 @@ class LocalExecutor(Executor):
         done, _ = concurrent.futures.wait(futures, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED)
         return list(done)
 
+    def submit_chunked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.submit(fn, *args, "threads")  # the chunks run on every core of this machine
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -202,8 +209,15 @@ class DaskExecutor(Executor):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.client.submit(fn, *args, pure=False, retries=self.retries)
 
+    def submit_chunked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # driven from here, its chunks computed by the cluster's workers
+        return _Done(fn, (*args, self.client))
+
     def wait_any(self, futures: Iterable[Any], timeout: float | None = None) -> list[Any]:
         futures = list(futures)
+        ready = [f for f in futures if isinstance(f, _Done)]
+        if ready:
+            return ready
         try:
             with self.client.as_current():
                 done, _ = self._distributed.wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
@@ -228,6 +242,51 @@ def make_executor(config: ExecutorConfig) -> Executor:
     return LocalExecutor(config.workers)
 
 
+def compute_chunked_step(store_root: str, method_cls: type, params: Any, inputs: Mapping[str, tuple[str, str, Any]],
+                         chunks: tuple[int, int, int], scheduler: Any) -> dict[str, Any]:
+    """Like :func:`compute_step` for a step with ``chunks:``: its chunked input is read lazily (see ``_chunked``)."""
+    from ._chunked import lazy_volume, run_chunked
+    from ._store import Store
+
+    store = Store(Path(store_root))
+    port = method_cls.chunk_port
+    loaded: dict[str, Any] = {}
+    for name, (where, ref, kind) in inputs.items():
+        if name == port:
+            try:
+                loaded[name] = lazy_volume(Path(ref) if where == "file" else store.get(ref, verify=False), chunks)
+            except InputError as exc:
+                raise InputFileError(f"input '{name}': {exc}") from exc
+        else:
+            loaded[name] = _load(store, name, where, ref, kind)
+    method = method_cls(params)
+    started = time.time()
+    start = time.perf_counter()
+    scratch = store.root / "scratch"
+    outputs = run_chunked(method, loaded, chunks, scratch, scheduler=scheduler)
+    elapsed = time.perf_counter() - start
+    stored = {}
+    for name, artefact in outputs.items():
+        stored[name] = {"hash": store.put(artefact), "kind": artefact.kind}
+        backing = getattr(artefact.data, "filename", None)
+        del artefact
+        if backing is not None:
+            Path(backing).unlink(missing_ok=True)
+    return {"outputs": stored, "time_s": round(elapsed, 4), "worker": f"{os.uname().nodename}:{os.getpid()}",
+            "started": started, "finished": time.time(), "chunks": list(chunks)}
+
+
+def _load(store: Any, name: str, where: str, ref: str, kind: Any) -> Any:
+    from .io import read
+
+    if where == "file":
+        try:
+            return read(Path(ref), kind=kind)
+        except InputError as exc:
+            raise InputFileError(f"input '{name}': {exc}") from exc
+    return store.get(ref, verify=False)
+
+
 def compute_step(store_root: str, method_cls: type, params: Any, inputs: Mapping[str, tuple[str, str, Any]]) -> dict[str, Any]:
     """Run one method and put its outputs into the store (on whichever worker runs it).
 
@@ -249,18 +308,9 @@ def compute_step(store_root: str, method_cls: type, params: Any, inputs: Mapping
         "finished": float}`` (epoch seconds of the method's start and of the outputs being stored).
     """
     from ._store import Store
-    from .io import read
 
     store = Store(Path(store_root))
-    loaded = {}
-    for name, (where, ref, kind) in inputs.items():
-        if where == "file":
-            try:
-                loaded[name] = read(Path(ref), kind=kind)
-            except InputError as exc:
-                raise InputFileError(f"input '{name}': {exc}") from exc
-        else:
-            loaded[name] = store.get(ref, verify=False)
+    loaded = {name: _load(store, name, where, ref, kind) for name, (where, ref, kind) in inputs.items()}
     method = method_cls(params)
     started = time.time()
     start = time.perf_counter()

@@ -77,6 +77,10 @@ class Method:
         attrs class declaring the parameters (see :func:`cellscape.param`).
     inputs, outputs : dict[str, Port | artefact class]
         Named ports, in call order.
+    chunk_port : str or None
+        The Volume/Labels input this method can process chunk by chunk (with
+        :meth:`chunk_halo` voxels of context), or None when it needs the
+        whole volume at once (e.g. a global threshold); see ``cellscape._chunked``.
     """
 
     name: ClassVar[str] = ""
@@ -85,6 +89,7 @@ class Method:
     Params: ClassVar[type] = NoParams
     inputs: ClassVar[Mapping[str, Port | type[Artefact]]] = {}
     outputs: ClassVar[Mapping[str, Port | type[Artefact]]] = {}
+    chunk_port: ClassVar[str | None] = None
 
     def __init__(self, params: Any = None, **values: Any):
         if params is not None and values:
@@ -115,6 +120,13 @@ class Method:
 
     def params_json(self) -> dict[str, Any]:
         return params_to_json(self.params)
+
+    def chunk_halo(self, voxel_size_nm: tuple[float, float, float]) -> tuple[int, int, int]:
+        """Voxels of context (z, y, x) each chunk needs on every side for a result equal to the whole array's.
+
+        Only for chunk-safe methods (``chunk_port`` set); they must override it.
+        """
+        raise NotImplementedError(f"{self.name} declares chunk_port but not chunk_halo")
 
     # -- running -----------------------------------------------------------
     def run(self, **inputs: Artefact) -> dict[str, Artefact]:

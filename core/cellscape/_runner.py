@@ -27,7 +27,7 @@ import attrs
 
 from ._data import Artefact, Table
 from ._errors import InputError, StepError
-from ._executor import Executor, ExecutorConfig, InputFileError, compute_step, make_executor
+from ._executor import Executor, ExecutorConfig, InputFileError, compute_chunked_step, compute_step, make_executor
 from ._params import build_params, params_to_json
 from ._payload import atomic_write
 from ._progress import RichProgress, showing_progress
@@ -171,6 +171,8 @@ class Runner:
             if digest is None:
                 return None
             inputs[name] = digest
+        if step.chunks is not None:  # chunked results equal the whole array's to float tolerance, not bit for bit
+            params = {**params, "__chunks__": list(step.chunks)}
         return cache_key(step.use, entry.cache_version, params, inputs)
 
     def plan(self, force: Iterable[str] = ()) -> list[StepPlan]:
@@ -318,7 +320,7 @@ class Runner:
             state.hashes[step.id] = {name: out["hash"] for name, out in entry["outputs"].items()}
             record.update(status=status, outputs=entry["outputs"], time_s=entry.get("time_s"))
             if status == "computed":
-                record.update({k: entry[k] for k in ("worker", "started", "finished") if k in entry})
+                record.update({k: entry[k] for k in ("worker", "started", "finished", "chunks") if k in entry})
             record["saved"] = [str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
             state.records.append(record)
             provenance["steps"].append(record)
@@ -391,6 +393,9 @@ class Runner:
                 inputs[name] = ("file", str(ref.file), entry.cls.input_ports()[name].kind)
             else:
                 inputs[name] = ("store", state.hashes[ref.step][ref.output], None)  # type: ignore[index]
+        if step.chunks is not None:
+            return executor.submit_chunked(compute_chunked_step, str(self.store.root), entry.cls, params, inputs,
+                                           step.chunks)
         return executor.submit(compute_step, str(self.store.root), entry.cls, params, inputs)
 
     def _record(self, step: Step, key: str, state: _MemberState) -> dict[str, Any]:

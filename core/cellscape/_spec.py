@@ -68,6 +68,7 @@ class Step:
     inputs: dict[str, InputRef]
     save: dict[str, str]
     line: int | None = None
+    chunks: tuple[int, int, int] | None = None
 
     def upstream(self) -> list[str]:
         return sorted({ref.step for ref in self.inputs.values() if ref.step is not None})
@@ -438,7 +439,14 @@ def _build(path: Path, text: str, data: Any, lines: dict[PathKey, int], registry
                 issues.add((*step_path, "inputs"), f"{cls.name} needs input '{name}' ({port.kind.__name__})")
         raw_save = _substitute(raw.get("save"), variables, (*step_path, "save"), issues)
         save = _check_save(step_path, cls.name, cls.output_ports(), raw_save, issues)
-        steps.append(Step(raw["id"], cls.name, params, inputs, save, issues.line_of(step_path)))
+        chunks = raw.get("chunks")
+        if chunks is not None:
+            chunks = (chunks,) * 3 if isinstance(chunks, int) else tuple(chunks)
+            if cls.chunk_port is None:
+                issues.add((*step_path, "chunks"), f"{cls.name} is not chunk-safe (it needs the whole volume at once); "
+                                                   "remove chunks: or choose a chunk-safe method")
+                chunks = None
+        steps.append(Step(raw["id"], cls.name, params, inputs, save, issues.line_of(step_path), chunks))
     ordered = _topological(steps, issues, index)
     if issues.items:
         raise SpecError(sorted(issues.items, key=lambda i: (i.line or 0, i.key or "")))

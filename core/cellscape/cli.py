@@ -135,13 +135,16 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"name": info.name, "stage": info.stage, "summary": info.summary,
                               "distribution": info.distribution, "version": info.version,
-                              "inputs": info.inputs, "outputs": info.outputs,
+                              "inputs": info.inputs, "outputs": info.outputs, "chunk_port": entry.cls.chunk_port,
                               "params": [p.to_json() for p in info.params]}, indent=1, default=str))
             return 0
         print(f"{info.name}  ({info.distribution} {info.version}, plugin '{info.plugin}')")
         print(f"  {info.summary}")
         print(f"  inputs:  {', '.join(f'{k}: {v}' for k, v in info.inputs.items()) or 'none'}")
         print(f"  outputs: {', '.join(f'{k}: {v}' for k, v in info.outputs.items())}")
+        chunked = entry.cls.chunk_port
+        safe = f"yes, input '{chunked}' (chunks: in the spec)" if chunked else "no (needs the whole volume)"
+        print(f"  chunk-safe: {safe}")
         print("  parameters:")
         for p in info.params:
             default = "required" if p.required else f"default {p.default!r}"

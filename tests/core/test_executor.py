@@ -162,3 +162,23 @@ def test_cli_runs_with_workers(toy, tmp_path, capsys) -> None:
     assert "on 2 threads" in err
     provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert provenance["executor"] == {"type": "local", "workers": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_chunked_step_on_dask_workers_equals_the_local_run(tmp_path) -> None:
+    pytest.importorskip("distributed")
+    from cellscape._executor import DaskExecutor
+    from cellscape._runner import Runner
+
+    data = np.random.default_rng(5).random((40, 36, 30)).astype(np.float32)
+    cs.write(cs.Volume(data, voxel_size_nm=(2.0, 1.0, 1.0)), tmp_path / "v.ome.zarr")
+    spec = tmp_path / "chunked.yaml"
+    spec.write_text("version: 1\nsteps:\n  - id: smooth\n    use: filter.gaussian\n"
+                    "    inputs: {volume: {file: v.ome.zarr}}\n    with: {sigma_nm: 2.0}\n    chunks: 16\n")
+    local = cs.run(spec, run_dir=tmp_path / "local", report=False)
+    with DaskExecutor(workers=2) as executor:
+        remote = Runner(load_spec(spec), tmp_path / "dask").run(executor=executor, report=False)
+    np.testing.assert_allclose(remote.artefact("smooth").data, local.artefact("smooth").data, atol=1e-6)
+    whole = cs.method("filter.gaussian", sigma_nm=2.0)(cs.read(tmp_path / "v.ome.zarr"))
+    np.testing.assert_allclose(remote.artefact("smooth").data, whole.data, atol=1e-6)

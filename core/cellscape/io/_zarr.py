@@ -65,8 +65,11 @@ def write_zarr(obj: Artefact, path: Path) -> None:
                 shutil.rmtree(leftover)
 
 
-def read_zarr(path: Path, kind: type[Artefact] | None) -> Artefact:
-    """Read the first resolution level of an OME-Zarr image as a Volume or Labels."""
+def open_zarr_image(path: Path) -> tuple[Any, tuple[float, ...], tuple[float, ...], dict[str, Any]]:
+    """The first resolution level of an OME-Zarr image, unread: (zarr array, voxel size nm, origin nm, cellscape attrs).
+
+    Leading singleton axes (t, c) are kept on the array; callers index them away.
+    """
     import zarr
 
     try:
@@ -76,7 +79,7 @@ def read_zarr(path: Path, kind: type[Artefact] | None) -> Artefact:
         if not multiscales:
             raise InputError(f"{path}: not an OME-Zarr image (no 'multiscales' attribute)")
         dataset = multiscales[0]["datasets"][0]
-        data = np.asarray(group[dataset["path"]][...])
+        array = group[dataset["path"]]
         axes = multiscales[0].get("axes", [])
         units = ([None] * 3 + [axis.get("unit") if isinstance(axis, dict) else None for axis in axes])[-3:]
         transforms = dataset.get("coordinateTransformations", [])
@@ -84,10 +87,11 @@ def read_zarr(path: Path, kind: type[Artefact] | None) -> Artefact:
         raise
     except Exception as exc:  # zarr and its stores raise many types for damaged folders
         raise InputError(f"{path}: unreadable OME-Zarr ({type(exc).__name__}: {exc})") from exc
-    while data.ndim > 3 and data.shape[0] == 1:
-        data = data[0]
-    if data.ndim != 3:
-        raise InputError(f"{path}: expected a 3D (z, y, x) image, got shape {data.shape}")
+    shape = tuple(array.shape)
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 3:
+        raise InputError(f"{path}: expected a 3D (z, y, x) image, got shape {tuple(array.shape)}")
     unknown = [u for u in units if u not in _TO_NM]
     if unknown:
         raise InputError(f"{path}: unsupported axis unit {unknown[0]!r}; use nanometer, micrometer or angstrom")
@@ -99,7 +103,18 @@ def read_zarr(path: Path, kind: type[Artefact] | None) -> Artefact:
             voxel = tuple(float(s) * f for s, f in zip(transform["scale"][-3:], factors, strict=True))
         elif transform.get("type") == "translation":
             origin = tuple(float(t) * f for t, f in zip(transform["translation"][-3:], factors, strict=True))
-    meta = attrs.get("cellscape", {})
+    return array, voxel, origin, attrs.get("cellscape", {})
+
+
+def read_zarr(path: Path, kind: type[Artefact] | None) -> Artefact:
+    """Read the first resolution level of an OME-Zarr image as a Volume or Labels."""
+    array, voxel, origin, meta = open_zarr_image(path)
+    try:
+        data = np.asarray(array[...])
+    except Exception as exc:  # a damaged chunk
+        raise InputError(f"{path}: unreadable OME-Zarr ({type(exc).__name__}: {exc})") from exc
+    while data.ndim > 3 and data.shape[0] == 1:
+        data = data[0]
     wanted = kind.kind if kind is not None else meta.get("kind", "volume")
     try:
         if wanted == "labels":

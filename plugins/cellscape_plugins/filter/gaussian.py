@@ -46,11 +46,18 @@ class Gaussian(cs.Filter):
 
     name = "filter.gaussian"
     Params = GaussianParams
+    chunk_port = "volume"
 
     def sigma_nm(self, volume: cs.Volume) -> float:
         """The Gaussian's standard deviation in nm for this volume's voxel size."""
         p = self.params
         return p.sigma_nm if p.sigma_nm is not None else p.sigma_voxels * min(volume.voxel_size_nm)
+
+    def chunk_halo(self, voxel_size_nm: tuple[float, float, float]) -> tuple[int, int, int]:
+        """The kernel radius per axis (voxels): scipy cuts the Gaussian at ``int(truncate * sigma + 0.5)``."""
+        p = self.params
+        sigma_nm = p.sigma_nm if p.sigma_nm is not None else p.sigma_voxels * min(voxel_size_nm)
+        return tuple(int(p.truncate * s + 0.5) for s in sigma_per_axis_voxels(sigma_nm, voxel_size_nm))  # type: ignore[return-value]
 
     def filter(self, volume: cs.Volume) -> cs.Volume:
         """Smooth ``volume`` (data [z, y, x], any real dtype) into a float32 volume on the same grid."""

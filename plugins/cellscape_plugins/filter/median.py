@@ -25,6 +25,11 @@ class Median(cs.Filter):
 
     name = "filter.median"
     Params = MedianParams
+    chunk_port = "volume"
+
+    def chunk_halo(self, voxel_size_nm: tuple[float, float, float]) -> tuple[int, int, int]:
+        """Half the cube's edge on every axis (voxels)."""
+        return (self.params.size_voxels // 2,) * 3  # type: ignore[return-value]
 
     def filter(self, volume: cs.Volume) -> cs.Volume:
         """Median-filter ``volume`` (data [z, y, x]) into a float32 volume on the same grid."""
