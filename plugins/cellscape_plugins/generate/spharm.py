@@ -748,7 +748,8 @@ def _surfaces(meshes: list[tuple[np.ndarray, np.ndarray]], names: list[str]) -> 
 @attrs.frozen
 class SphericalHarmonicsParams:
     degree: int = cs.param(8, ge=0, le=64, help="highest spherical-harmonic degree L; (L+1)^2 coefficients per shape")
-    labels: list[int] | None = cs.param(None, help="label values to use (labels input); default: every non-zero label")
+    label_values: list[int] | None = cs.param(None, help="label values to use (labels input); default: every non-zero "
+                                                       "label")
     split_components: bool = cs.param(False, help="each connected piece of a label is its own shape (a class label "
                                                   "holding many objects); otherwise one object per label")
     on_border: str = cs.param("error", choices=_shapes.BORDER_CHOICES,
@@ -800,7 +801,7 @@ class SphericalHarmonics(cs.Generator):
         if (labels is None) == (surface is None):
             raise cs.InputError(f"{self.name}: give exactly one input, 'labels' or 'surface'")
         if labels is not None:
-            return _shapes.shapes_from_labels(labels, p.labels, sigma_voxels=p.sigma_voxels, on_border=p.on_border,
+            return _shapes.shapes_from_labels(labels, p.label_values, sigma_voxels=p.sigma_voxels, on_border=p.on_border,
                                               split_components=p.split_components, who=self.name)
         assert surface is not None
         return _shapes.shapes_from_surface(surface, who=self.name)
