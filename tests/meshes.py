@@ -1,4 +1,4 @@
-"""Meshes with known geometry for tests: a cube cut into tetrahedra, its surface, a ball of labels."""
+"""Meshes with known geometry for tests: a cube cut into tetrahedra, its surface, a tetrahedralized ball."""
 
 from __future__ import annotations
 
@@ -38,3 +38,24 @@ def cube_surface(side: float) -> cs.SurfaceMesh:
     t = np.array([[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4],
                   [1, 2, 6], [1, 6, 5], [2, 3, 7], [2, 7, 6], [3, 0, 4], [3, 4, 7]])
     return cs.SurfaceMesh(v, t, np.ones(12, np.int32), {1: "cube"})
+
+
+def ball_mesh(radius_nm: float, h: float) -> cs.TetMesh:
+    """A ball centred on the origin (region 1 'cytosol', boundary 1 'membrane'), edges of about ``h · radius``.
+
+    Fibonacci points on the unit sphere, their convex hull as the surface, TetGen inside
+    (no Steiner points on the surface, so every boundary node lies on the sphere).
+    """
+    import tetgen
+    from scipy.spatial import ConvexHull
+
+    n = max(12, round(8 * np.pi / (np.sqrt(3) * h**2)))
+    k = np.arange(n) + 0.5
+    polar, azimuth = np.arccos(1 - 2 * k / n), np.pi * (1 + 5**0.5) * k
+    sphere = np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1)
+    points, tets = tetgen.TetGen(sphere, ConvexHull(sphere).simplices).tetrahedralize(
+        order=1, mindihedral=15, minratio=1.5, maxvolume=h**3 / (6 * 2**0.5), fixedvolume=True, nobisect=True,
+        verbose=0)[:2]
+    faces = np.concatenate([tets[:, [1, 2, 3]], tets[:, [0, 2, 3]], tets[:, [0, 1, 3]], tets[:, [0, 1, 2]]])
+    keys, counts = np.unique(np.sort(faces, axis=1), axis=0, return_counts=True)
+    return cs.TetMesh(points * radius_nm, tets, None, keys[counts == 1], None, {1: "cytosol"}, {1: "membrane"})
