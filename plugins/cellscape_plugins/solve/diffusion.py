@@ -14,15 +14,17 @@ long as it is given in nm.
 Because K 1 = 0 and K is symmetric, 1ᵀ M uⁿ⁺¹ = 1ᵀ M uⁿ: the total amount
 ∫u dV is conserved to round-off with either mass matrix. Backward Euler is
 unconditionally stable; its error is O(Δt) + O(h²). The system matrix is
-constant, so it is factorized once (SuperLU) or, for large meshes, solved
-by conjugate gradients with an algebraic-multigrid (pyamg) or Jacobi
-preconditioner.
+constant, so it is prepared once through the shared linear-solver layer
+(:mod:`._linear`): factorized (SuperLU, or PETSc's LU), or solved by conjugate
+gradients with an algebraic-multigrid (pyamg / PETSc GAMG) or Jacobi
+preconditioner, each step starting from the previous state. The iterations and
+residual of every step are kept in ``Diffusion.report`` (a :class:`cellscape.Table`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -35,7 +37,9 @@ from ._p1 import assemble_p1, element_geometry, lumped_mass
 if TYPE_CHECKING:
     from scipy import sparse
 
-__all__ = ["Diffusion", "DiffusionParams", "backward_euler", "linear_solver", "release_site", "time_grid", "total_amount"]
+    from ._linear import SolveStats
+
+__all__ = ["Diffusion", "DiffusionParams", "backward_euler", "release_site", "solve_table", "time_grid", "total_amount"]
 
 NM_PER_UM = 1000.0
 CG_RTOL = 1e-10
@@ -63,7 +67,13 @@ class DiffusionParams:
         None, help="region markers to simulate in (nodes outside stay at 0); default: the whole mesh")
     mass: str = cs.param("consistent", choices=("consistent", "lumped"), help="mass matrix")
     solver: str = cs.param("direct", choices=("direct", "cg"), help="sparse LU factorized once, or conjugate gradients")
-    preconditioner: str = cs.param("amg", choices=("amg", "jacobi"), help="preconditioner of solver 'cg' (amg needs pyamg)")
+    preconditioner: str = cs.param(
+        "amg", choices=("amg", "jacobi"),
+        help="preconditioner of solver 'cg': algebraic multigrid (pyamg, or PETSc GAMG) or the diagonal")
+    backend: str = cs.param("scipy", choices=("scipy", "petsc"), help="linear-solver library (petsc needs petsc4py)")
+    petsc_options: dict[str, str | float | int | bool] | str | None = cs.param(
+        None, help="options passed to PETSc (backend petsc), e.g. '-ksp_type cg -pc_type gamg'; they override "
+                   "solver and preconditioner")
 
 
 def time_grid(t_end_s: float, dt_s: float, n_outputs: int) -> tuple[int, float, np.ndarray]:
@@ -93,64 +103,6 @@ def time_grid(t_end_s: float, dt_s: float, n_outputs: int) -> tuple[int, float, 
     return n_steps, t_end_s / n_steps, save_steps
 
 
-def linear_solver(matrix: sparse.spmatrix, solver: str = "direct", preconditioner: str = "amg",
-                  rtol: float = CG_RTOL) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
-    """Prepare repeated solves ``matrix @ x = rhs`` for a symmetric positive definite matrix.
-
-    Parameters
-    ----------
-    matrix : scipy sparse matrix, shape (n, n)
-        Symmetric positive definite system matrix.
-    solver : {"direct", "cg"}
-        "direct" factorizes once with SuperLU (``splu``, symmetric ordering,
-        no pivoting: the matrix is SPD); "cg" runs conjugate
-        gradients to relative residual ``rtol`` at every solve.
-    preconditioner : {"amg", "jacobi"}
-        Preconditioner of "cg": smoothed-aggregation multigrid (pyamg) or the diagonal.
-    rtol : float
-        Relative residual tolerance of "cg".
-
-    Returns
-    -------
-    callable
-        ``solve(rhs, guess)`` returning ``x`` of shape (n,); ``guess`` (or None)
-        starts CG and is ignored by the direct solver.
-
-    Raises
-    ------
-    cellscape.InputError
-        When CG does not converge, or pyamg is missing for ``preconditioner="amg"``.
-    """
-    from scipy.sparse import linalg
-
-    if solver == "direct":
-        # a symmetric fill-reducing ordering roughly halves the fill of 3D FEM factors against the default COLAMD
-        factor = linalg.splu(matrix.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                             options={"SymmetricMode": True})
-        return lambda rhs, guess: factor.solve(rhs)
-    csr = matrix.tocsr()
-    if preconditioner == "amg":
-        pyamg = cs.require("pyamg", extra="solve", who="solve.diffusion (solver 'cg', preconditioner 'amg'; "
-                                                         "or use preconditioner: jacobi)")
-        apply_preconditioner = pyamg.smoothed_aggregation_solver(csr, symmetry="symmetric").aspreconditioner()
-        max_iterations = 500
-    else:
-        inverse_diagonal = 1.0 / csr.diagonal()
-        apply_preconditioner = linalg.LinearOperator(csr.shape, matvec=lambda v: inverse_diagonal * v.ravel())
-        max_iterations = max(1000, 10 * csr.shape[0])
-
-    def solve(rhs: np.ndarray, guess: np.ndarray | None) -> np.ndarray:
-        x, info = linalg.cg(csr, rhs, x0=guess, rtol=rtol, atol=0.0, M=apply_preconditioner, maxiter=max_iterations)
-        if info != 0:
-            raise cs.InputError(
-                f"conjugate gradients ({preconditioner}) did not reach rtol {rtol:g} in {max_iterations} iterations; "
-                "use solver: direct, or improve the mesh quality"
-            )
-        return x
-
-    return solve
-
-
 def backward_euler(
     stiffness: sparse.spmatrix,
     mass: sparse.spmatrix,
@@ -162,6 +114,10 @@ def backward_euler(
     solver: str = "direct",
     preconditioner: str = "amg",
     progress: Callable[[Iterable[int], int], Iterable[int]] | None = None,
+    *,
+    backend: str = "scipy",
+    petsc_options: Mapping[str, object] | str | None = None,
+    linear_stats: list[SolveStats] | None = None,
 ) -> np.ndarray:
     """Integrate ``M du/dt + D K u = 0`` with backward Euler at a constant step.
 
@@ -182,22 +138,41 @@ def backward_euler(
         Number of steps.
     save_steps : iterable of int
         Step numbers (0..n_steps) whose state is returned, in increasing order.
-    solver, preconditioner : str
-        See :func:`linear_solver`.
+    solver : {"direct", "cg"}
+        Sparse LU factorized once, or conjugate gradients to a relative residual of
+        :data:`CG_RTOL` at every step (started from the previous state).
+    preconditioner : {"amg", "jacobi"}
+        Preconditioner of "cg": smoothed-aggregation multigrid (pyamg; GAMG with PETSc) or the diagonal.
     progress : callable, optional
         ``progress(iterable, total)`` wrapping the step loop (e.g. ``Method.progress``).
+    backend : {"scipy", "petsc"}
+        Linear-solver library, see :func:`cellscape_plugins.solve._linear.make_solver`.
+    petsc_options : dict or str, optional
+        PETSc options (backend "petsc" only); they override ``solver`` and ``preconditioner``.
+    linear_stats : list, optional
+        Receives the :class:`~cellscape_plugins.solve._linear.SolveStats` of every step, in order.
 
     Returns
     -------
     ndarray, shape (len(save_steps), n)
         The saved states. Nodes in no element (an empty mass row) are held at 0.
+
+    Raises
+    ------
+    cellscape_plugins.solve._linear.ConvergenceError
+        If conjugate gradients stop before the tolerance (the message says what to try).
+    cellscape.MissingDependencyError
+        If pyamg (preconditioner "amg", backend "scipy") or petsc4py (backend "petsc") is missing.
     """
     from scipy import sparse
+
+    from ._linear import make_solver
 
     free = mass.diagonal() > 0
     # nodes outside every element get the equation u = 0, which keeps the system non-singular
     system = mass + (dt * diffusion) * stiffness + sparse.diags((~free).astype(float))
-    solve = linear_solver(system, solver, preconditioner)
+    linear = make_solver(system, backend=backend, method=solver, preconditioner=preconditioner, rtol=CG_RTOL,
+                         petsc_options=petsc_options, symmetric=True)
     wanted = {int(s) for s in save_steps}
     u = np.where(free, np.asarray(initial, dtype=float), 0.0)
     saved = [u.copy()] if 0 in wanted else []
@@ -205,11 +180,43 @@ def backward_euler(
     if progress is not None:
         steps = progress(steps, n_steps)
     for step in steps:
-        u = solve(mass @ u, u)
+        u = linear.solve(mass @ u, u)
+        if linear_stats is not None:
+            linear_stats.append(linear.stats)
         u[~free] = 0.0
         if step in wanted:
             saved.append(u.copy())
     return np.array(saved)
+
+
+def solve_table(stats: list[SolveStats], dt: float) -> cs.Table:
+    """One row per time step: the linear solve's iterations and residuals.
+
+    Parameters
+    ----------
+    stats : list of SolveStats
+        One per step, in order (from :func:`backward_euler`'s ``linear_stats``).
+    dt : float
+        The time step (s).
+
+    Returns
+    -------
+    cellscape.Table
+        Columns ``step``, ``time_s`` (s, end of the step), ``iterations`` (0 for a direct solve),
+        ``residual_norm`` (‖b − A x‖₂, µM·µm³) and ``relative_residual`` (‖b − A x‖₂ / ‖b‖₂); the
+        title names the backend, method and preconditioner.
+    """
+    steps = np.arange(1, len(stats) + 1)
+    first = stats[0] if stats else None
+    title = "linear solves" if first is None else (
+        f"linear solves: {first.backend} {first.method}" + ("" if first.method in ("direct", "preonly")
+                                                            else f" + {first.preconditioner}"))
+    return cs.Table(
+        {"step": steps, "time_s": steps * dt, "iterations": np.array([s.iterations for s in stats], np.int64),
+         "residual_norm": np.array([s.residual_norm for s in stats], np.float64),
+         "relative_residual": np.array([s.relative_residual for s in stats], np.float64)},
+        {"step": "", "time_s": "s", "iterations": "", "residual_norm": "uM*um^3", "relative_residual": ""},
+        title=title)
 
 
 def release_site(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
@@ -258,7 +265,7 @@ def total_amount(points_nm: np.ndarray, tets: np.ndarray, values: np.ndarray) ->
 
 
 class Diffusion(cs.Solver):
-    """Diffusion of one species in a closed cell: P1 finite elements, backward Euler, SciPy solvers.
+    """Diffusion of one species in a closed cell: P1 finite elements, backward Euler, SciPy or PETSc solvers.
 
     Zero flux through every boundary (the total amount is conserved). Mesh
     coordinates are converted from nm to µm before assembly (see the module
@@ -273,11 +280,18 @@ class Diffusion(cs.Solver):
 
     With ``regions`` set, only those tetrahedra are simulated (zero flux on the
     cut too); nodes outside them are reported as 0 µM.
+
+    After a solve, ``self.report`` is a :class:`cellscape.Table` with the linear
+    iterations and residuals of every time step (see :func:`solve_table`).
     """
 
     name = "solve.diffusion"
     version = "2"
     Params = DiffusionParams
+
+    def __init__(self, params: DiffusionParams | None = None, **values: object):
+        super().__init__(params, **values)
+        self.report: cs.Table | None = None
 
     def _domain(self, mesh: cs.TetMesh) -> tuple[np.ndarray, np.ndarray]:
         """Tetrahedra and their region markers of the simulated domain."""
@@ -343,6 +357,9 @@ class Diffusion(cs.Solver):
         p = self.params
         if not p.species:
             raise cs.InputError("solve.diffusion: parameter 'species' is empty; give the species a name, e.g. 'calcium'")
+        if p.petsc_options is not None and p.backend != "petsc":
+            raise cs.InputError(f"solve.diffusion: petsc_options are given but backend is {p.backend!r}; "
+                                "set backend: petsc or drop petsc_options")
         if p.dt_s > p.t_end_s:
             raise cs.InputError(
                 f"solve.diffusion: dt_s ({p.dt_s:g} s) is longer than t_end_s ({p.t_end_s:g} s); lower dt_s"
@@ -355,8 +372,11 @@ class Diffusion(cs.Solver):
             raise cs.InputError(f"solve.diffusion: the mesh has {exc}") from exc
         initial = self._initial(points_um, tets, markers)
         n_steps, dt, save_steps = time_grid(p.t_end_s, p.dt_s, p.n_outputs)
+        stats: list[SolveStats] = []
         values = backward_euler(
             stiffness, mass, initial, p.diffusion_um2_per_s, dt, n_steps, save_steps, p.solver, p.preconditioner,
             progress=lambda steps, total: self.progress(steps, total=total, description="time steps"),
+            backend=p.backend, petsc_options=p.petsc_options, linear_stats=stats,
         )
+        self.report = solve_table(stats, dt)
         return cs.Fields(mesh, save_steps * dt, {p.species: values}, {p.species: "uM"})

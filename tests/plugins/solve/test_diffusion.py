@@ -10,7 +10,7 @@ from meshes import cube_mesh
 
 import cellscape as cs
 from cellscape_plugins.solve._p1 import assemble_p1, element_geometry, integrate, lumped_mass
-from cellscape_plugins.solve.diffusion import backward_euler, release_site, time_grid, total_amount
+from cellscape_plugins.solve.diffusion import CG_RTOL, backward_euler, release_site, time_grid, total_amount
 
 
 def jittered_cube(n: int, side: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +189,60 @@ def test_conjugate_gradients_match_the_direct_solver(preconditioner: str) -> Non
     np.testing.assert_allclose(iterative.values["c"], direct, atol=1e-8)
 
 
+def test_the_report_holds_iterations_and_residuals_of_every_step() -> None:
+    mesh = cube_mesh(6, 800.0)
+    method = cs.method("solve.diffusion", t_end_s=0.1, dt_s=0.01, solver="cg", preconditioner="jacobi")
+    method(mesh)
+    report = method.report.columns
+    np.testing.assert_array_equal(report["step"], np.arange(1, 11))
+    np.testing.assert_allclose(report["time_s"], np.arange(1, 11) * 0.01)
+    assert np.all((report["iterations"] >= 1) & (report["iterations"] < 100))
+    assert np.all(report["relative_residual"] <= CG_RTOL) and np.all(report["residual_norm"] > 0)
+    assert method.report.title == "linear solves: scipy cg + jacobi"
+    direct = cs.method("solve.diffusion", t_end_s=0.1, dt_s=0.01)
+    direct(mesh)
+    assert direct.report.title == "linear solves: scipy direct"
+    assert np.all(direct.report.columns["iterations"] == 0) and np.all(direct.report.columns["relative_residual"] < 1e-13)
+
+
+def _petsc_installed() -> bool:
+    try:
+        import petsc4py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _petsc_installed(), reason="petsc4py is not installed")
+@pytest.mark.parametrize(("petsc_options", "ksp", "pc"), [
+    (None, "cg", "gamg"), ("-ksp_type cg -pc_type jacobi", "cg", "jacobi"),
+    ({"ksp_type": "bcgs", "pc_type": "gamg"}, "bcgs", "gamg")])
+def test_petsc_and_scipy_backends_agree_to_solver_tolerance(petsc_options: str | dict | None, ksp: str, pc: str) -> None:
+    mesh = cube_mesh(8, 800.0)
+    kwargs = {"t_end_s": 0.05, "dt_s": 0.01, "n_outputs": 6, "source_radius_nm": 200.0, "initial_uM": 5.0}
+    reference = cs.method("solve.diffusion", **kwargs)(mesh).values["c"]
+    scipy_cg = cs.method("solve.diffusion", solver="cg", **kwargs)(mesh).values["c"]
+    method = cs.method("solve.diffusion", solver="cg", backend="petsc", petsc_options=petsc_options, **kwargs)
+    petsc = method(mesh).values["c"]
+    # ‖b − A x‖ ≤ 1e-10 ‖b‖ with A = M + Δt D K (condition number ~ 10): values agree to ~1e-9 of their scale
+    scale = np.abs(reference).max()
+    assert np.abs(petsc - reference).max() < 1e-8 * scale
+    assert np.abs(scipy_cg - reference).max() < 1e-8 * scale
+    assert method.report.title == f"linear solves: petsc {ksp} + {pc}"
+    assert np.all(method.report.columns["relative_residual"] <= CG_RTOL)
+    assert np.all(method.report.columns["iterations"] >= 1)
+    direct = cs.method("solve.diffusion", backend="petsc", **kwargs)(mesh).values["c"]
+    np.testing.assert_allclose(direct, reference, rtol=0, atol=1e-12 * scale)
+
+
+def test_misplaced_petsc_options_and_unknown_backends_are_refused() -> None:
+    mesh = cube_mesh(3, 300.0)
+    with pytest.raises(cs.InputError, match="petsc_options are given but backend is 'scipy'; set backend: petsc"):
+        cs.method("solve.diffusion", petsc_options="-ksp_type cg")(mesh)
+    with pytest.raises(cs.InputError, match="'backend': 'cuda' is not one of"):
+        cs.method("solve.diffusion", backend="cuda")
+
+
 def test_simulating_one_region_leaves_the_others_at_zero() -> None:
     mesh = cube_mesh(4, 800.0, regions_split=True)
     fields = cs.method("solve.diffusion", initial="constant", initial_uM=2.0, regions=[2], t_end_s=0.1, dt_s=0.05)(mesh)
@@ -246,5 +300,5 @@ def test_degenerate_tetrahedra_are_named() -> None:
 
 def test_missing_pyamg_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyamg", None)
-    with pytest.raises(cs.MissingDependencyError, match=r"jacobi\) needs the package .pyamg.*cellscape\[solve\]"):
+    with pytest.raises(cs.MissingDependencyError, match=r"preconditioner 'amg' .*needs the package .pyamg.*cellscape\[solve\]"):
         cs.method("solve.diffusion", solver="cg", t_end_s=0.1, dt_s=0.1)(cube_mesh(2, 100.0))
