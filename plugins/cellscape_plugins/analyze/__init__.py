@@ -7,12 +7,14 @@ import cellscape as cs
 
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    """Register analyze.summary and one figure maker per artefact kind (matplotlib loads only when drawing)."""
+    """Register the analysis methods and one figure maker per artefact kind (matplotlib loads only when drawing)."""
     from . import figures
     from .segmentation_metrics import SegmentationMetrics
     from .summary import Summary
+    from .uq import UQ
 
     registry.add_method(Summary)
     registry.add_method(SegmentationMetrics)
+    registry.add_method(UQ)
     for kind, maker in figures.FIGURE_MAKERS:
         registry.add_figure(kind, maker)

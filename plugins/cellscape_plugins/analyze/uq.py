@@ -1,0 +1,297 @@
+"""``analyze.uq``: Monte Carlo propagation of parameter distributions and Sobol sensitivity indices.
+
+Monte Carlo
+    θ drawn from the parameters' distributions by inverse transform of a
+    scrambled Sobol sequence together with its antithetic partner (u, 1 − u):
+    for distributions symmetric about their mean the sample mean of θ is then
+    the mean exactly, so the estimated mean of any output linear in θ is exact.
+    Reported per output: mean, standard deviation, quantiles.
+Sobol indices (Saltelli sampling)
+    Two independent N × d samples A, B and d matrices AB_i (A with column i
+    taken from B), N (d + 2) model runs. With f the model and V the variance
+    of f over A and B::
+
+        first order  S_i  = mean( f(B) (f(AB_i) − f(A)) ) / V          (Saltelli et al. 2010)
+        total        ST_i = mean( (f(A) − f(AB_i))² ) / (2 V)           (Jansen 1999)
+
+    Confidence half-widths come from bootstrap resampling of the N rows.
+    The indices measure shares of variance of each output over the joint
+    distribution of the parameters, which is assumed independent.
+
+Forward runs that fail are recorded, never silently dropped: a Monte Carlo
+sample whose run failed is excluded and counted (``n_failed``); a Sobol row
+(A_j, B_j and every AB_i,j) with any failed run is excluded as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+import cellscape as cs
+
+from ._forward import CachedForward, ForwardFailure, ParameterSpec, SolverForward, parse_parameters
+
+__all__ = ["UQ", "UQParams", "monte_carlo", "saltelli_samples", "sobol_indices", "sobol_study"]
+
+_EDGE = 1e-12
+
+
+def _unit_sobol(n: int, d: int, seed: int) -> np.ndarray:
+    """n scrambled Sobol points in (0, 1)^d (n rounded up to a power of two for balance, then cut)."""
+    from scipy.stats import qmc
+
+    m = max(1, int(np.ceil(np.log2(max(n, 2)))))
+    points = qmc.Sobol(d, scramble=True, seed=np.random.default_rng(seed)).random_base2(m)[:n]
+    return np.clip(points, _EDGE, 1 - _EDGE)
+
+
+def _to_parameters(unit: np.ndarray, specs: list[ParameterSpec]) -> np.ndarray:
+    return np.column_stack([spec.quantile(unit[:, i]) for i, spec in enumerate(specs)])
+
+
+def monte_carlo(forward: CachedForward, specs: list[ParameterSpec], n_samples: int, seed: int,
+                quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> dict[str, Any]:
+    """Propagate the parameter distributions through the forward model.
+
+    Parameters
+    ----------
+    forward : CachedForward
+        The model, θ (p,) → outputs (m,).
+    specs : list of ParameterSpec
+        One distribution per parameter.
+    n_samples : int
+        Number of samples (even: half are the antithetic partners of the other half).
+    seed : int
+        Seed of the scrambled Sobol sequence.
+    quantiles : tuple of float
+        Probabilities of the reported quantiles.
+
+    Returns
+    -------
+    dict
+        ``theta`` (n, p), ``outputs`` (n, m; NaN rows failed), ``ok`` (n,) bool, ``mean``, ``std``
+        (m,), ``quantiles`` (len(quantiles), m), ``n_failed``.
+    """
+    half = max(1, n_samples // 2)
+    unit = _unit_sobol(half, len(specs), seed)
+    unit = np.concatenate([unit, 1.0 - unit])
+    theta = _to_parameters(unit, specs)
+    outputs = forward.batch(theta)
+    ok = np.isfinite(outputs).all(axis=1)
+    if not ok.any():
+        raise ForwardFailure(f"every one of the {len(theta)} forward runs failed; first error: {forward.failures[0][1]}")
+    good = outputs[ok]
+    return {"theta": theta, "outputs": outputs, "ok": ok, "mean": good.mean(axis=0),
+            "std": good.std(axis=0, ddof=1) if len(good) > 1 else np.zeros(good.shape[1]),
+            "quantiles": np.quantile(good, quantiles, axis=0), "n_failed": int((~ok).sum())}
+
+
+def saltelli_samples(n: int, specs: list[ParameterSpec], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Saltelli's design in parameter space.
+
+    Returns
+    -------
+    A, B : ndarray, shape (n, d)
+        Two independent samples (columns 0..d−1 and d..2d−1 of one 2d-dimensional Sobol sequence).
+    AB : ndarray, shape (d, n, d)
+        ``AB[i]`` is A with column i taken from B.
+    """
+    d = len(specs)
+    unit = _unit_sobol(n, 2 * d, seed)
+    a, b = _to_parameters(unit[:, :d], specs), _to_parameters(unit[:, d:], specs)
+    ab = np.repeat(a[None], d, axis=0)
+    for i in range(d):
+        ab[i, :, i] = b[:, i]
+    return a, b, ab
+
+
+def _indices(f_a: np.ndarray, f_b: np.ndarray, f_ab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """S_i and ST_i, shape (d, m), from f(A), f(B) (n, m) and f(AB) (d, n, m)."""
+    variance = np.var(np.concatenate([f_a, f_b]), axis=0)
+    variance = np.where(variance > 0, variance, np.nan)  # a constant output has no variance to share out
+    first = np.mean(f_b[None] * (f_ab - f_a[None]), axis=1) / variance
+    total = 0.5 * np.mean((f_a[None] - f_ab) ** 2, axis=1) / variance
+    return first, total
+
+
+def sobol_indices(f_a: np.ndarray, f_b: np.ndarray, f_ab: np.ndarray, n_bootstrap: int = 200,
+                  seed: int = 0, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """First-order and total Sobol indices with bootstrap confidence half-widths.
+
+    Parameters
+    ----------
+    f_a, f_b : ndarray, shape (n, m)
+        Model outputs on Saltelli's A and B.
+    f_ab : ndarray, shape (d, n, m)
+        Outputs on AB_i.
+
+    Returns
+    -------
+    dict
+        ``first``, ``total``, ``first_conf``, ``total_conf``: each (d, m); NaN for an output without variance.
+    """
+    first, total = _indices(f_a, f_b, f_ab)
+    rng = np.random.default_rng(seed)
+    n = len(f_a)
+    draws_first, draws_total = [], []
+    for _ in range(n_bootstrap):
+        rows = rng.integers(0, n, n)
+        s1, st = _indices(f_a[rows], f_b[rows], f_ab[:, rows])
+        draws_first.append(s1)
+        draws_total.append(st)
+    z = _normal_quantile(0.5 + confidence / 2)
+    spread = (lambda draws: z * np.std(np.stack(draws), axis=0, ddof=1)) if n_bootstrap > 1 else \
+        (lambda draws: np.full(first.shape, np.nan))
+    return {"first": first, "total": total, "first_conf": spread(draws_first), "total_conf": spread(draws_total)}
+
+
+def _normal_quantile(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
+
+
+def sobol_study(forward: CachedForward, specs: list[ParameterSpec], n: int, seed: int,
+                n_bootstrap: int = 200) -> dict[str, Any]:
+    """Run Saltelli's design through the model and estimate the indices.
+
+    Returns
+    -------
+    dict
+        The :func:`sobol_indices` arrays plus ``n_rows`` (rows used), ``n_excluded`` (rows with a failed
+        run), ``n_runs`` (model evaluations asked for: n (d + 2)).
+    """
+    a, b, ab = saltelli_samples(n, specs, seed)
+    d = len(specs)
+    outputs = forward.batch(np.concatenate([a, b, ab.reshape(-1, d)]))
+    f_a, f_b, f_ab = outputs[:n], outputs[n:2 * n], outputs[2 * n:].reshape(d, n, -1)
+    ok = np.isfinite(f_a).all(axis=1) & np.isfinite(f_b).all(axis=1) & np.isfinite(f_ab).all(axis=(0, 2))
+    if ok.sum() < 2:
+        first = forward.failures[0][1] if forward.failures else "none"
+        raise ForwardFailure(f"only {int(ok.sum())} of {n} Sobol rows have every forward run; first error: {first}")
+    result = sobol_indices(f_a[ok], f_b[ok], f_ab[:, ok], n_bootstrap=n_bootstrap, seed=seed)
+    result.update({"n_rows": int(ok.sum()), "n_excluded": int((~ok).sum()), "n_runs": len(outputs)})
+    return result
+
+
+@attrs.frozen
+class UQParams:
+    solver_params: dict[str, Any] = cs.param(help="the solver's parameters as in a solve step (its model included)")
+    parameters: dict[str, dict[str, Any]] = cs.param(
+        help="uncertain parameters: name -> {distribution: uniform|normal|lognormal, bounds | mean, std | median, "
+             "sigma, path (default model.parameters.<name>)}")
+    outputs: list[str] = cs.param(help="columns of the solver's output table to study, e.g. [mean_A_cytosol]")
+    times_s: list[float] = cs.param(ge=0, unit="s", help="times at which the outputs are studied")
+    solver: str = cs.param("solve.reaction_diffusion", help="the solve method used as the forward model")
+    solver_output: str = cs.param("probes", help="the solver's Table output holding the columns")
+    analyses: list[str] = cs.param(["monte_carlo", "sobol"],
+                                   help="which studies to run: monte_carlo and/or sobol")
+    n_samples: int = cs.param(256, ge=2, help="Monte Carlo samples (antithetic pairs)")
+    n_sobol: int = cs.param(256, ge=4, help="Saltelli base samples N; the Sobol study runs N (d + 2) simulations")
+    n_bootstrap: int = cs.param(200, ge=0, help="bootstrap resamples for the Sobol confidence half-widths (95 %)")
+    quantiles: list[float] = cs.param([0.05, 0.5, 0.95], gt=0, lt=1, help="probabilities of the reported quantiles")
+    seed: int = cs.param(0, help="seed of the sampling")
+    workers: int = cs.param(1, ge=1, help="forward runs in parallel (threads)")
+    cache_dir: str | None = cs.param(None, help="folder of the on-disk cache of forward runs (e.g. in the run directory)")
+
+    def __attrs_post_init__(self) -> None:
+        parse_parameters(self.parameters, "analyze.uq", require_bounds=False, distributions=True)
+        unknown = sorted(set(self.analyses) - {"monte_carlo", "sobol"})
+        if unknown or not self.analyses:
+            raise cs.InputError(f"analyze.uq: parameter 'analyses' must list monte_carlo and/or sobol, got {self.analyses}")
+        if not self.outputs:
+            raise cs.InputError("analyze.uq: parameter 'outputs' is empty; name the solver output columns to study")
+        if not self.times_s:
+            raise cs.InputError("analyze.uq: parameter 'times_s' is empty; give the times of the outputs")
+
+
+def _output_labels(outputs: list[str], times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(np.array(outputs), len(times)), np.tile(times, len(outputs))
+
+
+class UQ(cs.Analyzer):
+    """Monte Carlo propagation of parameter distributions and Sobol (Saltelli) sensitivity indices of a simulation.
+
+    Outputs
+    -------
+    table : Table
+        One row per studied output and time: ``output``, ``time_s``, ``mean``, ``std``, ``q<p>`` per quantile
+        (output units), ``n_samples`` and ``n_failed`` (runs excluded). Empty without ``monte_carlo``.
+    sensitivity : Table
+        One row per output, time and parameter: ``output``, ``time_s``, ``parameter``, ``S1``, ``S1_conf``,
+        ``ST``, ``ST_conf`` (dimensionless; conf = 95 % bootstrap half-width), ``n_rows``, ``n_excluded``.
+        Empty without ``sobol``.
+    samples : Table
+        The Monte Carlo samples: one column per parameter, one per output ``"<column>@<t>s"``, and ``ok``
+        (1 when the run succeeded).
+    runs : Table
+        ``quantity``/``value``: forward runs computed, cache hits, failed runs, and the first errors.
+    """
+
+    name = "analyze.uq"
+    Params = UQParams
+    inputs = {"mesh": cs.Port(cs.TetMesh, help="the mesh the solver runs on")}
+    outputs = {"table": cs.Table, "sensitivity": cs.Table, "samples": cs.Table, "runs": cs.Table}
+
+    def analyze(self, mesh: cs.TetMesh) -> dict[str, cs.Table]:  # type: ignore[override]
+        p = self.params
+        specs = parse_parameters(p.parameters, self.name, require_bounds=False, distributions=True)
+        times = np.unique(np.asarray(p.times_s, float))
+        model = SolverForward(self.name, p.solver, p.solver_params, specs, mesh, times, p.outputs, p.solver_output)
+        forward = CachedForward(model, model.n_outputs, model.key, p.cache_dir, p.workers)
+        return self.study(forward, specs, p.outputs, times)
+
+    def study(self, forward: CachedForward, specs: list[ParameterSpec], outputs: list[str],
+              times: np.ndarray) -> dict[str, cs.Table]:
+        """Run the requested studies on any forward model whose outputs are ``outputs`` × ``times``."""
+        p = self.params
+        names, at = _output_labels(outputs, times)
+        table = cs.Table({"output": np.array([], str), "time_s": np.zeros(0)}, {"time_s": "s"}, "Monte Carlo")
+        samples = cs.Table({"ok": np.zeros(0)}, {}, "Monte Carlo samples")
+        if "monte_carlo" in p.analyses:
+            mc = monte_carlo(forward, specs, p.n_samples, p.seed, tuple(p.quantiles))
+            columns: dict[str, np.ndarray] = {"output": names, "time_s": at, "mean": mc["mean"], "std": mc["std"]}
+            for q, values in zip(p.quantiles, mc["quantiles"], strict=True):
+                columns[f"q{100 * q:g}"] = values
+            columns["n_samples"] = np.full(len(names), int(mc["ok"].sum()))
+            columns["n_failed"] = np.full(len(names), mc["n_failed"])
+            table = cs.Table(columns, {"time_s": "s"},
+                             f"Monte Carlo: {int(mc['ok'].sum())} runs used, {mc['n_failed']} failed and excluded")
+            sample_columns = {spec.name: mc["theta"][:, i] for i, spec in enumerate(specs)}
+            for j, (name, t) in enumerate(zip(names, at, strict=True)):
+                sample_columns[f"{name}@{t:g}s"] = np.nan_to_num(mc["outputs"][:, j], nan=0.0)
+            sample_columns["ok"] = mc["ok"].astype(np.int64)
+            samples = cs.Table(sample_columns, {}, "Monte Carlo samples (outputs of failed runs shown as 0, ok = 0)")
+        sensitivity = cs.Table({"output": np.array([], str), "time_s": np.zeros(0), "parameter": np.array([], str)},
+                               {"time_s": "s"}, "Sobol indices")
+        if "sobol" in p.analyses:
+            sobol = sobol_study(forward, specs, p.n_sobol, p.seed, p.n_bootstrap)
+            d = len(specs)
+            sensitivity = cs.Table({
+                "output": np.repeat(names, d), "time_s": np.repeat(at, d),
+                "parameter": np.tile(np.array([s.name for s in specs]), len(names)),
+                "S1": sobol["first"].T.ravel(), "S1_conf": sobol["first_conf"].T.ravel(),
+                "ST": sobol["total"].T.ravel(), "ST_conf": sobol["total_conf"].T.ravel(),
+                "n_rows": np.full(len(names) * d, sobol["n_rows"]), "n_excluded": np.full(len(names) * d, sobol["n_excluded"]),
+            }, {"time_s": "s", "S1": "", "ST": "", "S1_conf": "", "ST_conf": ""},
+                f"Sobol indices (Saltelli, N = {p.n_sobol}, {sobol['n_runs']} runs; "
+                f"{sobol['n_excluded']} rows excluded for failed runs)")
+        return {"table": table, "sensitivity": sensitivity, "samples": samples, "runs": runs_table(forward)}
+
+
+def runs_table(forward: CachedForward, extra: Mapping[str, float] | None = None) -> cs.Table:
+    """Forward-run bookkeeping as a quantity/value table, with the first few failure messages."""
+    stats = {**forward.statistics(), **(extra or {})}
+    quantities = list(stats)
+    values = [float(v) for v in stats.values()]
+    notes = [""] * len(quantities)
+    for theta, error in forward.failures[:5]:
+        quantities.append("failed at theta")
+        values.append(float("nan"))
+        notes.append(f"{list(theta)}: {error}"[:300])
+    return cs.Table({"quantity": np.array(quantities), "value": np.array(values), "note": np.array(notes)}, {},
+                    "forward runs")
