@@ -652,8 +652,27 @@ def reconstruct(coefficients: np.ndarray, subdivisions: int = 4) -> tuple[np.nda
         Counter-clockwise seen from outside (where the radius stays positive).
     """
     directions, triangles = icosphere(subdivisions)
-    radius = evaluate(coefficients, directions)
+    coefficients = np.asarray(coefficients, float)
+    degree = math.isqrt(len(coefficients)) - 1
+    if len(directions) * len(coefficients) <= _CACHED_BASIS_SIZE and n_coefficients(degree) == len(coefficients):
+        radius = _icosphere_basis(degree, subdivisions) @ coefficients
+    else:
+        radius = evaluate(coefficients, directions)
     return directions * radius[:, None], np.array(triangles)
+
+
+#: Largest icosphere basis (values) kept between calls: 16 M doubles, 128 MB (degree 32 on a level-6 icosphere)
+_CACHED_BASIS_SIZE = 16_000_000
+
+
+@functools.lru_cache(maxsize=2)
+def _icosphere_basis(degree: int, subdivisions: int) -> np.ndarray:
+    """The basis at the icosphere's vertices, shape (10·4^s + 2, (L + 1)²): rebuilding many shapes is one product each."""
+    directions = icosphere(subdivisions)[0]
+    basis = np.concatenate([sh_basis(degree, directions[start:start + 2048])
+                            for start in range(0, len(directions), 2048)])
+    basis.setflags(write=False)
+    return basis
 
 
 # ----------------------------------------------------------------------------------------------- shape space
