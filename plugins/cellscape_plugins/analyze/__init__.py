@@ -9,6 +9,7 @@ import cellscape as cs
 def cellscape_register(registry: cs.Registrar) -> None:
     """Register the analysis methods and one figure maker per artefact kind (matplotlib loads only when drawing)."""
     from . import figures
+    from .fit import Fit
     from .reduce import Reduce
     from .segmentation_metrics import SegmentationMetrics
     from .summary import Summary
@@ -18,5 +19,6 @@ def cellscape_register(registry: cs.Registrar) -> None:
     registry.add_method(SegmentationMetrics)
     registry.add_method(UQ)
     registry.add_method(Reduce)
+    registry.add_method(Fit)
     for kind, maker in figures.FIGURE_MAKERS:
         registry.add_figure(kind, maker)

@@ -40,7 +40,7 @@ __all__ = ["UQ", "UQParams", "monte_carlo", "saltelli_samples", "sobol_indices",
 _EDGE = 1e-12
 
 
-def _unit_sobol(n: int, d: int, seed: int) -> np.ndarray:
+def unit_sobol(n: int, d: int, seed: int) -> np.ndarray:
     """n scrambled Sobol points in (0, 1)^d (n rounded up to a power of two for balance, then cut)."""
     from scipy.stats import qmc
 
@@ -77,7 +77,7 @@ def monte_carlo(forward: CachedForward, specs: list[ParameterSpec], n_samples: i
         (m,), ``quantiles`` (len(quantiles), m), ``n_failed``.
     """
     half = max(1, n_samples // 2)
-    unit = _unit_sobol(half, len(specs), seed)
+    unit = unit_sobol(half, len(specs), seed)
     unit = np.concatenate([unit, 1.0 - unit])
     theta = _to_parameters(unit, specs)
     outputs = forward.batch(theta)
@@ -101,7 +101,7 @@ def saltelli_samples(n: int, specs: list[ParameterSpec], seed: int) -> tuple[np.
         ``AB[i]`` is A with column i taken from B.
     """
     d = len(specs)
-    unit = _unit_sobol(n, 2 * d, seed)
+    unit = unit_sobol(n, 2 * d, seed)
     a, b = _to_parameters(unit[:, :d], specs), _to_parameters(unit[:, d:], specs)
     ab = np.repeat(a[None], d, axis=0)
     for i in range(d):

@@ -1,0 +1,348 @@
+"""``analyze.fit``: estimate model parameters from observed time courses by bounded least squares.
+
+The forward model is a solver step (``solve.reaction_diffusion`` by default)
+whose named model constants (or any number inside its parameters, by
+``path``) are the unknowns θ. Its output table (``probes``: mean of each
+species per region, amounts, probe values over time) is compared with an
+observed table holding ``time_s`` and columns of the same names::
+
+    minimize  ½ Σ_i ((f_i(θ) − y_i) / σ_i)²    subject to  low ≤ θ ≤ high
+
+with SciPy's trust-region reflective method in box coordinates
+(``z = (θ − low)/(high − low)``, or of log θ with ``log: true``). The
+Jacobian is taken by forward differences, its columns evaluated in parallel
+(``workers``). σ_i are the observed ``<column>_sd`` columns when present;
+otherwise σ = 1 and the residual variance s² = Σ r² / (m − p) is estimated.
+The covariance of the estimate is s² (JᵀJ)⁻¹ (J in physical units) and the
+confidence intervals are θ̂ ± t_{m−p} · SE (on log θ for log parameters).
+Multi-start runs the optimizer also from scrambled Sobol points of the box
+and keeps the lowest cost. Every forward run is cached (memory, and
+``cache_dir`` on disk), so a refit reruns no simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import numpy as np
+
+import cellscape as cs
+
+from ._forward import CachedForward, ForwardFailure, ParameterSpec, SolverForward, parse_parameters
+from .uq import runs_table, unit_sobol
+
+__all__ = ["Fit", "FitParams", "FitResult", "fit_least_squares", "observed_arrays"]
+
+JACOBIAN_STEP = 1e-6  # in box coordinates
+
+
+@attrs.frozen
+class FitResult:
+    """What :func:`fit_least_squares` found.
+
+    Attributes
+    ----------
+    estimate, std_error, ci_low, ci_high : ndarray, shape (p,)
+        Physical units. SE is NaN for a parameter the data do not determine (singular JᵀJ).
+    covariance : ndarray, shape (p, p)
+    cost : float
+        ½ Σ r² at the estimate (r weighted by σ).
+    predicted, residuals : ndarray, shape (m,)
+        f(θ̂) and y − f(θ̂).
+    sigma_hat : float
+        s, the residual standard deviation (of the weighted residuals).
+    dof : int
+        m − p.
+    at_bound : ndarray of bool, shape (p,)
+        The estimate lies on a bound (its interval then means little).
+    starts : list of dict
+        Per start: ``start`` (θ), ``estimate``, ``cost``, ``status``, ``evaluations``.
+    best_start : int
+    """
+
+    estimate: np.ndarray
+    std_error: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    covariance: np.ndarray
+    cost: float
+    predicted: np.ndarray
+    residuals: np.ndarray
+    sigma_hat: float
+    dof: int
+    at_bound: np.ndarray
+    starts: list[dict[str, Any]]
+    best_start: int
+
+
+def _box(specs: list[ParameterSpec]) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    def to_theta(z: np.ndarray) -> np.ndarray:
+        return np.array([s.from_unit(np.clip(v, 0.0, 1.0)) for s, v in zip(specs, z, strict=True)], dtype=float)
+
+    def to_z(theta: np.ndarray) -> np.ndarray:
+        return np.array([s.to_unit(v) for s, v in zip(specs, theta, strict=True)], dtype=float)
+
+    return to_theta, to_z
+
+
+def fit_least_squares(forward: CachedForward, observed: np.ndarray, specs: list[ParameterSpec],
+                      sigma: np.ndarray | None = None, n_starts: int = 1, seed: int = 0, confidence: float = 0.95,
+                      max_iterations: int = 100, tolerance: float = 1e-10) -> FitResult:
+    """Bounded nonlinear least squares of a forward model against observations, with confidence intervals.
+
+    Parameters
+    ----------
+    forward : CachedForward
+        θ (p,) → predictions (m,), in the order of ``observed``.
+    observed : ndarray, shape (m,)
+    specs : list of ParameterSpec
+        Bounds, starting values and log flags of the p parameters.
+    sigma : ndarray, shape (m,), optional
+        Known standard deviations of the observations; None estimates one common σ from the residuals.
+    n_starts : int
+        1: start at the given initial values; more: also at n_starts − 1 Sobol points of the box.
+    seed : int
+        Seed of the start points.
+    confidence : float
+        Level of the intervals.
+    max_iterations : int
+        Optimizer iterations per start (each costs about p + 1 forward runs).
+    tolerance : float
+        ``ftol``/``xtol``/``gtol`` of scipy.optimize.least_squares.
+
+    Raises
+    ------
+    ForwardFailure
+        The forward model fails at a starting point.
+    cellscape.InputError
+        Fewer observations than parameters.
+    """
+    from scipy import optimize, stats
+
+    observed = np.asarray(observed, dtype=float)
+    m, p = observed.size, len(specs)
+    if m < p:
+        raise cs.InputError(f"{m} observations cannot determine {p} parameters; observe more times or columns")
+    weight = 1.0 / np.asarray(sigma, float) if sigma is not None else np.ones(m)
+    to_theta, to_z = _box(specs)
+    penalty: list[float] = []
+
+    def residual(z: np.ndarray) -> np.ndarray:
+        predicted = forward(to_theta(z))
+        if not np.isfinite(predicted).all():
+            # a failed run (recorded by the forward model) costs far more than any start: the optimizer rejects the step
+            return np.full(m, penalty[0])
+        return (predicted - observed) * weight
+
+    def jacobian(z: np.ndarray) -> np.ndarray:
+        steps = np.where(z + JACOBIAN_STEP <= 1.0, JACOBIAN_STEP, -JACOBIAN_STEP)
+        shifted = z[None] + np.diag(steps)
+        base = residual(z)
+        columns = forward.batch(np.stack([to_theta(s) for s in shifted]))
+        failed = ~np.isfinite(columns).all(axis=1)
+        if failed.any():
+            raise ForwardFailure(f"the forward model failed next to θ = {to_theta(z).tolist()} while differentiating: "
+                                 f"{forward.failures[-1][1]}")
+        return ((columns - observed) * weight - base).T / steps
+
+    starts_z = [to_z(np.array([s.start() for s in specs]))]
+    if n_starts > 1:
+        starts_z += list(unit_sobol(n_starts - 1, p, seed))
+    records = []
+    best = None
+    for index, z0 in enumerate(starts_z):
+        first = forward(to_theta(z0))
+        if not np.isfinite(first).all():
+            raise ForwardFailure(f"the forward model fails at the starting point θ = {to_theta(z0).tolist()}: "
+                                 f"{forward.failures[-1][1] if forward.failures else 'non-finite outputs'}")
+        if not penalty:
+            penalty.append(1e3 * max(1.0, float(np.abs((first - observed) * weight).max())))
+        result = optimize.least_squares(residual, z0, jac=jacobian, bounds=(0.0, 1.0), method="trf",
+                                        ftol=tolerance, xtol=tolerance, gtol=tolerance, max_nfev=max_iterations)
+        records.append({"start": to_theta(z0), "estimate": to_theta(result.x), "cost": float(result.cost),
+                        "status": int(result.status), "evaluations": int(result.nfev)})
+        if best is None or result.cost < best[1].cost:
+            best = (index, result)
+    assert best is not None
+    index, result = best
+    z = np.clip(result.x, 0.0, 1.0)
+    theta = to_theta(z)
+    predicted = forward(theta)
+    r = (predicted - observed) * weight
+    # dθ/dz per parameter turns the box Jacobian into the physical one
+    dtheta_dz = np.array([(math.log(s.high) - math.log(s.low)) * t if s.log else s.high - s.low
+                          for s, t in zip(specs, theta, strict=True)])
+    j_theta = jacobian(z) / dtheta_dz[None]
+    dof = m - p
+    s2 = float(r @ r) / dof if (sigma is None and dof > 0) else 1.0
+    if sigma is None and dof == 0:
+        s2 = math.nan
+    information = j_theta.T @ j_theta
+    try:
+        covariance = s2 * np.linalg.inv(information)
+        if not np.isfinite(covariance).all() or np.linalg.cond(information) > 1e14:
+            raise np.linalg.LinAlgError("ill-conditioned")
+    except np.linalg.LinAlgError:
+        covariance = np.full((p, p), np.nan)
+    std_error = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    t = float(stats.t.ppf(0.5 + confidence / 2, dof)) if dof > 0 else math.nan
+    low, high = theta - t * std_error, theta + t * std_error
+    for i, s in enumerate(specs):
+        if s.log:  # symmetric on log θ (SE of log θ = SE / θ)
+            spread = t * std_error[i] / theta[i]
+            low[i], high[i] = theta[i] * math.exp(-spread), theta[i] * math.exp(spread)
+    at_bound = (z <= 1e-8) | (z >= 1 - 1e-8)
+    return FitResult(theta, std_error, low, high, covariance, float(0.5 * r @ r), predicted, observed - predicted,
+                     math.sqrt(s2) if math.isfinite(s2) else math.nan, dof, at_bound, records, index)
+
+
+def observed_arrays(where: str, observed: cs.Table, columns: list[str] | None,
+                    sd_suffix: str = "_sd") -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
+    """Times, fitted columns, the observation vector (columns one after another) and σ from an observed table.
+
+    Raises
+    ------
+    cellscape.InputError
+        No ``time_s`` column, missing or non-numeric columns, NaN values, σ columns not > 0, no columns.
+    """
+    if "time_s" not in observed.columns:
+        raise cs.InputError(f"{where}: the observed table has no 'time_s' column; columns: {', '.join(observed.columns)}")
+    times = np.asarray(observed.columns["time_s"], float)
+    if columns is None:
+        columns = [n for n, c in observed.columns.items()
+                   if n != "time_s" and not n.endswith(sd_suffix) and c.dtype.kind in "fiu"]
+    if not columns:
+        raise cs.InputError(f"{where}: the observed table has no data columns besides 'time_s'")
+    missing = [c for c in columns if c not in observed.columns]
+    if missing:
+        raise cs.InputError(f"{where}: column(s) {missing} are not in the observed table; columns: "
+                            f"{', '.join(observed.columns)}")
+    values, sigmas = [], []
+    for name in columns:
+        column = observed.columns[name]
+        if column.dtype.kind not in "fiu":
+            raise cs.InputError(f"{where}: observed column '{name}' is not numeric")
+        values.append(np.asarray(column, float))
+        sd = observed.columns.get(name + sd_suffix)
+        sigmas.append(None if sd is None else np.asarray(sd, float))
+    vector = np.concatenate(values)
+    bad = int((~np.isfinite(vector)).sum()) + int((~np.isfinite(times)).sum())
+    if bad:
+        raise cs.InputError(f"{where}: the observed table holds {bad} NaN or infinite value(s); drop those rows")
+    if (times < 0).any():
+        raise cs.InputError(f"{where}: observed times must be >= 0 s, got {times.min():g}")
+    sigma = None
+    if any(s is not None for s in sigmas):
+        if any(s is None for s in sigmas):
+            lacking = [c for c, s in zip(columns, sigmas, strict=True) if s is None]
+            raise cs.InputError(f"{where}: columns {lacking} have no '{sd_suffix}' column while others do; "
+                                "give every fitted column its standard deviation or none")
+        sigma = np.concatenate(sigmas)  # type: ignore[arg-type]
+        if not (np.isfinite(sigma) & (sigma > 0)).all():
+            raise cs.InputError(f"{where}: standard deviations ('{sd_suffix}' columns) must be finite and > 0")
+    return times, list(columns), vector, sigma
+
+
+@attrs.frozen
+class FitParams:
+    solver_params: dict[str, Any] = cs.param(help="the solver's parameters as in a solve step (its model included)")
+    parameters: dict[str, dict[str, Any]] = cs.param(
+        help="estimated parameters: name -> {bounds: [low, high], initial: x, log: false, "
+             "path: model.parameters.<name> (default) or e.g. model.species.A.D}")
+    solver: str = cs.param("solve.reaction_diffusion", help="the solve method used as the forward model")
+    solver_output: str = cs.param("probes", help="the solver's Table output compared with the observations")
+    columns: list[str] | None = cs.param(None, help="observed columns to fit (default: every numeric one but time_s)")
+    n_starts: int = cs.param(1, ge=1, help="optimizer starts: the initial values, then Sobol points of the box")
+    confidence: float = cs.param(0.95, gt=0, lt=1, help="level of the confidence intervals")
+    max_iterations: int = cs.param(100, ge=1, help="optimizer evaluations per start")
+    seed: int = cs.param(0, help="seed of the multi-start points")
+    workers: int = cs.param(1, ge=1, help="forward runs of a Jacobian in parallel (threads)")
+    cache_dir: str | None = cs.param(None, help="folder of the on-disk cache of forward runs (e.g. in the run directory)")
+
+    def __attrs_post_init__(self) -> None:
+        parse_parameters(self.parameters, "analyze.fit", require_bounds=True)
+
+
+class Fit(cs.Analyzer):
+    """Fit model parameters to observed time courses: bounded least squares through the solver, CIs, multi-start.
+
+    Outputs
+    -------
+    table : Table
+        One row per parameter: ``parameter``, ``estimate``, ``std_error``, ``ci_low``, ``ci_high``, ``low``,
+        ``high``, ``initial`` (the model's units of each constant, ``unit``), ``at_bound`` (1 when the estimate
+        sits on a bound).
+    residuals : Table
+        One row per observation: ``output``, ``time_s``, ``observed``, ``predicted``, ``residual``
+        (observed − predicted), ``standardized`` (residual / σ or / s).
+    correlation : Table
+        ``parameter`` and one column per parameter: the correlation matrix of the estimates.
+    runs : Table
+        ``quantity``/``value``/``note``: cost, residual SD s, degrees of freedom, starts and the best one,
+        forward runs computed, cache hits, failed runs (with their errors).
+    """
+
+    name = "analyze.fit"
+    Params = FitParams
+    inputs = {
+        "mesh": cs.Port(cs.TetMesh, help="the mesh the solver runs on"),
+        "observed": cs.Port(cs.Table, help="time_s and observed columns named like the solver's outputs"),
+    }
+    outputs = {"table": cs.Table, "residuals": cs.Table, "correlation": cs.Table, "runs": cs.Table}
+
+    def analyze(self, mesh: cs.TetMesh, observed: cs.Table) -> dict[str, cs.Table]:  # type: ignore[override]
+        p = self.params
+        specs = parse_parameters(p.parameters, self.name, require_bounds=True)
+        times, columns, vector, sigma = observed_arrays(self.name, observed, p.columns)
+        model = SolverForward(self.name, p.solver, p.solver_params, specs, mesh, times, columns, p.solver_output)
+        forward = CachedForward(model, model.n_outputs, model.key, p.cache_dir, p.workers)
+        try:
+            result = fit_least_squares(forward, vector, specs, sigma, p.n_starts, p.seed, p.confidence,
+                                       p.max_iterations)
+        except ForwardFailure as exc:
+            raise ForwardFailure(f"{self.name}: {exc}") from exc
+        units = [_unit_at(p.solver_params, s.path) for s in specs]
+        return self.tables(result, specs, columns, times, sigma, forward, units)
+
+    def tables(self, result: FitResult, specs: list[ParameterSpec], columns: list[str], times: np.ndarray,
+               sigma: np.ndarray | None, forward: CachedForward, units: list[str] | None = None) -> dict[str, cs.Table]:
+        """The method's output tables from a fit result (also used with Python forward models)."""
+        names = np.array([s.name for s in specs])
+        estimates = cs.Table({
+            "parameter": names, "estimate": result.estimate, "std_error": result.std_error,
+            "ci_low": result.ci_low, "ci_high": result.ci_high, "low": np.array([s.low for s in specs]),
+            "high": np.array([s.high for s in specs]), "initial": np.array([s.start() for s in specs]),
+            "unit": np.array(units or [""] * len(specs)), "at_bound": result.at_bound.astype(np.int64),
+        }, {}, f"estimates with {100 * self.params.confidence:g} % confidence intervals")
+        scale = sigma if sigma is not None else np.full(result.residuals.size, result.sigma_hat)
+        residuals = cs.Table({
+            "output": np.repeat(np.array(columns), len(times)), "time_s": np.tile(times, len(columns)),
+            "observed": result.residuals + result.predicted, "predicted": result.predicted,
+            "residual": result.residuals, "standardized": result.residuals / scale,
+        }, {"time_s": "s"}, "fit residuals")
+        std = np.sqrt(np.diag(result.covariance))
+        correlation = result.covariance / np.outer(std, std)
+        corr = {"parameter": names}
+        corr.update({name: correlation[:, j] for j, name in enumerate(names)})
+        extra = {"cost": result.cost, "residual_sd": result.sigma_hat, "degrees_of_freedom": float(result.dof),
+                 "starts": float(len(result.starts)), "best_start": float(result.best_start)}
+        return {"table": estimates, "residuals": residuals, "correlation": cs.Table(corr, {}, "correlation of estimates"),
+                "runs": runs_table(forward, extra)}
+
+
+def _unit_at(params: dict[str, Any], path: tuple[str, ...]) -> str:
+    """The unit written next to the number at ``path`` ("um/s" of ``"2.0 um/s"``), or ""."""
+    node: Any = params
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return ""
+        node = node[key]
+    if isinstance(node, dict):
+        return str(node.get("unit", ""))
+    if isinstance(node, str):
+        parts = node.strip().split(None, 1)
+        return parts[1] if len(parts) == 2 else ""
+    return "um^2/s" if path[-1] == "D" and "species" in path else ""  # a bare D is in µm²/s
