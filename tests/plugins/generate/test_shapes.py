@@ -195,6 +195,19 @@ def test_shapes_from_surface_one_per_marker_and_open_surfaces_rejected() -> None
         _shapes.shapes_from_surface(cs.SurfaceMesh(vertices, flipped), who="test")
 
 
+def test_marker_of_two_closed_pieces_keeps_the_larger_with_a_warning() -> None:
+    big_v, big_t = star_mesh(lambda d: np.full(len(d), 40.0), 3)
+    small_v, small_t = star_mesh(lambda d: np.full(len(d), 20.0), 3, center=(200.0, 0.0, 0.0))
+    surface = cs.SurfaceMesh(np.concatenate([small_v, big_v]), np.concatenate([small_t, big_t + len(small_v)]),
+                             marker_names={1: "two vesicles"})
+    # volumes 8 : 1, so the dropped piece is 1/9 of the total
+    with pytest.warns(UserWarning, match=r"marker 1 \(two vesicles\) falls into 2 separate pieces.*dropping 11\.1%"):
+        (shape,) = _shapes.shapes_from_surface(surface, who="test")
+    assert len(shape.vertices) == len(big_v)
+    assert shape.moments[0] == pytest.approx(_shapes.solid_moments(big_v, big_t)[0], rel=1e-12)
+    np.testing.assert_allclose(shape.moments[1], 0.0, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------------------ surface distance
 
 
