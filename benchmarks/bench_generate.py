@@ -11,8 +11,9 @@ and the mitochondria of a 128³ `generate.phantom_cell`. Both methods get the sa
   icosphere (10 242 vertices).
 - aicsshparam 0.1.x: `shparam.get_shcoeffs(crop, L, alignment_2d=False)` (its defaults otherwise: largest
   component, no smoothing, VTK contour of the voxels, nearest-vertex radius on a 128 × 256 grid, pyshtools
-  Driscoll–Healy expansion); rebuilt with `shtools.get_reconstruction_from_coeffs(coeffs, lrec=64)` (a 128 × 256
-  grid mesh) and moved back to its centroid. `alignment_2d=False` keeps both reconstructions in the crop's
+  Driscoll–Healy expansion); rebuilt with `shtools.get_reconstruction_from_coeffs` from the coefficients padded
+  with zeros to degree 64 (a 130 × 260 grid mesh at every degree; unpadded, its grid would have only 2L + 2
+  rows) and moved back to its centroid. `alignment_2d=False` keeps both reconstructions in the crop's
   frame; its 2D alignment would rotate the image before fitting.
 
 Error: symmetric Hausdorff and area-weighted RMS surface distance (exact point-to-triangle distances, in nm)
@@ -243,8 +244,11 @@ def mesh_aics(fit: Any) -> tuple[np.ndarray, np.ndarray]:
 
     coeffs, transform = fit
     degree = round(np.sqrt(len(coeffs) / 2)) - 1
-    matrix = np.array(list(coeffs.values())).reshape(2, degree + 1, degree + 1)
-    mesh, _ = shtools.get_reconstruction_from_coeffs(matrix, lrec=64)
+    # its reconstruction grid is as fine as the coefficient matrix is large (2L + 2 rows for degree L): padded
+    # with zeros to degree 64, every degree is rebuilt on the same 130 × 260 grid, as ours on one icosphere
+    matrix = np.zeros((2, 65, 65))
+    matrix[:, : degree + 1, : degree + 1] = np.array(list(coeffs.values())).reshape(2, degree + 1, degree + 1)
+    mesh, _ = shtools.get_reconstruction_from_coeffs(matrix)
     vertices = numpy_support.vtk_to_numpy(mesh.GetPoints().GetData()).astype(float) + np.asarray(transform[:3])
     polys = numpy_support.vtk_to_numpy(mesh.GetPolys().GetData()).reshape(-1, 4)[:, 1:]
     return vertices * VOXEL_NM, polys.astype(np.int64)
