@@ -17,7 +17,10 @@ The covariance of the estimate is s² (JᵀJ)⁻¹ (J in physical units) and the
 confidence intervals are θ̂ ± t_{m−p} · SE (on log θ for log parameters).
 Multi-start runs the optimizer also from scrambled Sobol points of the box
 and keeps the lowest cost. Every forward run is cached (memory, and
-``cache_dir`` on disk), so a refit reruns no simulation.
+``cache_dir`` on disk), so a refit reruns no simulation. With ``surrogate:
+gp`` the fit runs on a Gaussian-process surrogate refined at its optimum
+(:mod:`._surrogate`); its intervals use the surrogate's Jacobian and the real
+model's residuals.
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def fit_least_squares(forward: CachedForward, observed: np.ndarray, specs: list[
                                  f"{forward.failures[-1][1]}")
         return ((columns - observed) * weight - base).T / steps
 
-    starts_z = [to_z(np.array([s.start() for s in specs]))]
+    starts_z = [np.clip(to_z(np.array([s.start() for s in specs])), 0.0, 1.0)]
     if n_starts > 1:
         starts_z += list(unit_sobol(n_starts - 1, p, seed))
     records = []
@@ -261,6 +264,9 @@ class FitParams:
     seed: int = cs.param(0, help="seed of the multi-start points")
     workers: int = cs.param(1, ge=1, help="forward runs of a Jacobian in parallel (threads)")
     cache_dir: str | None = cs.param(None, help="folder of the on-disk cache of forward runs (e.g. in the run directory)")
+    surrogate: str = cs.param("none", choices=("none", "gp"),
+                              help="gp: fit on a Gaussian-process surrogate refined at its optimum (fewer solver runs)")
+    surrogate_points: int | None = cs.param(None, ge=1, help="initial surrogate design runs (default 2 p + 2)")
 
     def __attrs_post_init__(self) -> None:
         parse_parameters(self.parameters, "analyze.fit", require_bounds=True)
@@ -299,16 +305,25 @@ class Fit(cs.Analyzer):
         times, columns, vector, sigma = observed_arrays(self.name, observed, p.columns)
         model = SolverForward(self.name, p.solver, p.solver_params, specs, mesh, times, columns, p.solver_output)
         forward = CachedForward(model, model.n_outputs, model.key, p.cache_dir, p.workers)
+        extra: dict[str, float] = {}
         try:
-            result = fit_least_squares(forward, vector, specs, sigma, p.n_starts, p.seed, p.confidence,
-                                       p.max_iterations)
+            if p.surrogate == "gp":
+                from ._surrogate import describe, surrogate_fit
+
+                accelerated = surrogate_fit(forward, vector, specs, sigma, p.surrogate_points or 2 * len(specs) + 2,
+                                            n_starts=max(p.n_starts, 8), seed=p.seed, confidence=p.confidence)
+                result, extra = accelerated.result, describe(accelerated)
+            else:
+                result = fit_least_squares(forward, vector, specs, sigma, p.n_starts, p.seed, p.confidence,
+                                           p.max_iterations)
         except ForwardFailure as exc:
             raise ForwardFailure(f"{self.name}: {exc}") from exc
         units = [_unit_at(p.solver_params, s.path) for s in specs]
-        return self.tables(result, specs, columns, times, sigma, forward, units)
+        return self.tables(result, specs, columns, times, sigma, forward, units, extra)
 
     def tables(self, result: FitResult, specs: list[ParameterSpec], columns: list[str], times: np.ndarray,
-               sigma: np.ndarray | None, forward: CachedForward, units: list[str] | None = None) -> dict[str, cs.Table]:
+               sigma: np.ndarray | None, forward: CachedForward, units: list[str] | None = None,
+               extra_runs: dict[str, float] | None = None) -> dict[str, cs.Table]:
         """The method's output tables from a fit result (also used with Python forward models)."""
         names = np.array([s.name for s in specs])
         estimates = cs.Table({
@@ -328,7 +343,7 @@ class Fit(cs.Analyzer):
         corr = {"parameter": names}
         corr.update({name: correlation[:, j] for j, name in enumerate(names)})
         extra = {"cost": result.cost, "residual_sd": result.sigma_hat, "degrees_of_freedom": float(result.dof),
-                 "starts": float(len(result.starts)), "best_start": float(result.best_start)}
+                 "starts": float(len(result.starts)), "best_start": float(result.best_start), **(extra_runs or {})}
         return {"table": estimates, "residuals": residuals, "correlation": cs.Table(corr, {}, "correlation of estimates"),
                 "runs": runs_table(forward, extra)}
 
