@@ -1,0 +1,110 @@
+"""Analysis benchmark: solver runs of a surrogate-accelerated fit vs the direct fit, on the same noisy data.
+
+The forward model is solve.reaction_diffusion on a split cube (left/right
+regions); the data are its own mean concentrations per region at 8 times
+plus Gaussian noise. The peer is the direct fit (scipy.optimize.least_squares,
+trust-region reflective, forward-difference Jacobians through the solver),
+once from the given start and once with 8 starts (the start plus 7 Sobol
+points of the box), the latter being what one runs when the start is not
+trusted. The surrogate fit (analyze.fit surrogate: gp) trains a Gaussian
+process on 2p + 2 solver runs and refines it at its optimum; its own search
+is 8-start on the surrogate. Counts are solver runs actually computed (no cache
+hits), times are wall clock on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+
+TIMES = [0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0]
+NOISE = 0.01
+PROBLEMS = {
+    "decay + diffusion (k, D)": {
+        "solver": {"model": {"parameters": {"k": "0.5 1/s"},
+                             "species": {"A": {"D": 0.1, "initial": {"left": 1.0, "right": 0.0}}},
+                             "reactions": {"decay": {"equation": "A ->", "rate": "k*A"}}},
+                   "t_end_s": 2.0, "dt_s": 0.05},
+        "parameters": {"k": {"bounds": [0.05, 5.0], "initial": 1.5, "log": True},
+                       "D": {"bounds": [0.01, 1.0], "initial": 0.3, "log": True, "path": "model.species.A.D"}},
+        "columns": ["mean_A_left", "mean_A_right"],
+    },
+    "conversion A -> B -> (k1, k2, D_A)": {
+        "solver": {"model": {"parameters": {"k1": "0.8 1/s", "k2": "0.3 1/s"},
+                             "species": {"A": {"D": 0.1, "initial": {"left": 1.0, "right": 0.0}},
+                                         "B": {"D": 0.05, "initial": 0.0}},
+                             "reactions": {"convert": {"equation": "A -> B", "rate": "k1*A"},
+                                           "decay": {"equation": "B ->", "rate": "k2*B"}}},
+                   "t_end_s": 2.0, "dt_s": 0.05},
+        "parameters": {"k1": {"bounds": [0.05, 5.0], "initial": 2.5, "log": True},
+                       "k2": {"bounds": [0.05, 5.0], "initial": 0.1, "log": True},
+                       "D_A": {"bounds": [0.01, 1.0], "initial": 0.5, "log": True, "path": "model.species.A.D"}},
+        "columns": ["mean_A_left", "mean_A_right", "mean_B_left", "mean_B_right"],
+    },
+}
+SEEDS = (0, 1, 2)
+
+
+def run() -> dict:
+    import cellscape as cs
+    from cellscape_plugins.analyze._forward import CachedForward, SolverForward, parse_parameters
+    from cellscape_plugins.analyze._surrogate import surrogate_fit
+    from cellscape_plugins.analyze.fit import fit_least_squares
+    from meshes import cube_mesh
+
+    mesh = cube_mesh(4, 1000.0, regions_split=True)
+    rows = []
+    for name, problem in PROBLEMS.items():
+        specs = parse_parameters(problem["parameters"], "bench")
+        columns = problem["columns"]
+        model = SolverForward("bench", "solve.reaction_diffusion", problem["solver"], specs, mesh, np.array(TIMES),
+                              columns)
+        truth_table = cs.method("solve.reaction_diffusion", output_times_s=TIMES, **problem["solver"])(mesh)["probes"]
+        rows_at = np.searchsorted(truth_table.columns["time_s"], TIMES)
+        clean = np.concatenate([truth_table.columns[c][rows_at] for c in columns])
+        for seed in SEEDS:
+            observed = clean + NOISE * np.random.default_rng(seed).standard_normal(clean.size)
+            measured = {}
+            for label, call in (
+                ("direct", lambda f: fit_least_squares(f, observed, specs)),
+                ("direct 8 starts", lambda f: fit_least_squares(f, observed, specs, n_starts=8)),
+                ("surrogate", lambda f: surrogate_fit(f, observed, specs, n_initial=2 * len(specs) + 2, n_starts=8)),
+            ):
+                forward = CachedForward(model, model.n_outputs, model.key)
+                start = time.perf_counter()
+                result = call(forward)
+                measured[label] = (result, forward.runs, time.perf_counter() - start)
+            direct, direct_runs, direct_s = measured["direct"]
+            multi, multi_runs, multi_s = measured["direct 8 starts"]
+            fast, fast_runs, fast_s = measured["surrogate"]
+            shift = np.abs(fast.result.estimate - multi.estimate) / multi.std_error
+            rows.append({
+                "problem": name, "seed": seed, "parameters": len(specs), "observations": clean.size,
+                "direct runs": direct_runs, "direct 8-start runs": multi_runs, "surrogate runs": fast_runs,
+                "runs ratio (1 start)": direct_runs / fast_runs, "runs ratio (8 starts)": multi_runs / fast_runs,
+                "max |surrogate - direct| / SE": float(shift.max()),
+                "same estimate direct 1 vs 8 starts": bool(np.allclose(direct.estimate, multi.estimate, rtol=1e-4)),
+                "surrogate validation error": fast.validation_errors[-1] if fast.validation_errors else float("nan"),
+                "direct [s]": direct_s, "direct 8-start [s]": multi_s, "surrogate [s]": fast_s,
+            })
+    ratios1 = [r["runs ratio (1 start)"] for r in rows]
+    ratios8 = [r["runs ratio (8 starts)"] for r in rows]
+    notes = (f"Solver runs, surrogate vs direct: {min(ratios1):.1f}–{max(ratios1):.1f}x fewer than a single-start direct "
+             f"fit, {min(ratios8):.1f}–{max(ratios8):.1f}x fewer than an 8-start direct fit; the surrogate estimate is "
+             f"within {max(r['max |surrogate - direct| / SE'] for r in rows):.3f} standard errors of the direct one. "
+             "Issue #8's target (same estimate with >= 5x fewer solver calls) is met against the multi-start direct fit, "
+             "not against a single start from a good initial guess, where the direct fit needs only ~(p + 1) x 5-8 runs. "
+             "Validation error: relative RMS error of the surrogate at its last refinement point before that point "
+             "joined the training set. Wall time favours the direct fit here because one solver run takes ~30 ms; the "
+             "surrogate's own cost (GP training, fits on it) is ~0.1-0.5 s per round, so it pays once a run costs more "
+             "than that. Shared 2-core machine (other jobs running).")
+    return {"title": "Analysis: surrogate-accelerated fit vs direct fit (solver runs)",
+            "setup": (f"solve.reaction_diffusion on a 1 µm cube, 4³ hexahedra × 6 tetrahedra, left/right regions, BDF2 "
+                      f"dt 0.05 s to 2 s; data: region means at {len(TIMES)} times + N(0, {NOISE}²) noise, seeds "
+                      f"{SEEDS}; log-scaled parameters, starts far from the truth."),
+            "rows": rows, "notes": notes}
