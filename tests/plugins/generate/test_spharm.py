@@ -268,7 +268,7 @@ def test_method_samples_are_reproducible_by_seed(outputs) -> None:
     assert three["errors"].columns["label"].tolist() == [1, 2, 4]
 
 
-def test_method_from_surfaces_with_scale(outputs) -> None:
+def test_method_from_surfaces_with_scale() -> None:
     surface = cs.method("mesh.marching_cubes", sigma_voxels=0.5)(blobs())
     out = cs.method("generate.spharm", degree=4, scale="volume", n_samples=3)(surface=surface)
     scales = out["model"].arrays["scales"]
