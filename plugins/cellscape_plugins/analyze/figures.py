@@ -252,8 +252,127 @@ def fields_figures(fields: cs.Fields, out_dir: Path, *, title: str, inputs: dict
     return paths
 
 
+def _has(table: cs.Table, *names: str) -> bool:
+    return all(name in table.columns for name in names)
+
+
+def sensitivity_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """Sobol indices (analyze.uq ``sensitivity``): S1 and ST per parameter with 95 % bars, at each output's last time."""
+    plt = _pyplot()
+    outputs = list(dict.fromkeys(table.columns["output"].tolist()))
+    parameters = list(dict.fromkeys(table.columns["parameter"].tolist()))
+    fig, axes = plt.subplots(1, len(outputs), figsize=(max(4.5, 1.2 * len(parameters) + 2) * len(outputs), 4),
+                             squeeze=False, layout="constrained")
+    for ax, output in zip(axes[0], outputs, strict=True):
+        rows = table.columns["output"] == output
+        last = float(table.columns["time_s"][rows].max())
+        chosen = rows & (table.columns["time_s"] == last)
+        order = [int(np.nonzero(chosen & (table.columns["parameter"] == name))[0][0]) for name in parameters]
+        x = np.arange(len(parameters))
+        for shift, key, colour in ((-0.2, "S1", "#4c72b0"), (0.2, "ST", "#dd8452")):
+            ax.bar(x + shift, table.columns[key][order], 0.4, yerr=np.nan_to_num(table.columns[key + "_conf"][order]),
+                   color=colour, capsize=3, label={"S1": "first order S1", "ST": "total ST"}[key])
+        ax.set_xticks(x, parameters)
+        top = np.nan_to_num(table.columns["ST"][order] + table.columns["ST_conf"][order], nan=1.0)
+        ax.set_ylim(min(0.0, float(np.nanmin(table.columns["S1"][order])) - 0.05), max(1.05, float(top.max()) + 0.05))
+        ax.axhline(0, color="#555", linewidth=0.8)
+        _label_axes(ax, f"{output} at t = {last:g} s", "parameter", "Sobol index")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, out_dir, title, "sobol")
+
+
+def monte_carlo_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """Monte Carlo statistics (analyze.uq ``table``): mean and the outermost quantiles over time, per output."""
+    plt = _pyplot()
+    quantiles = sorted((c for c in table.columns if c.startswith("q")), key=lambda c: float(c[1:]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for output in dict.fromkeys(table.columns["output"].tolist()):
+        rows = table.columns["output"] == output
+        t = table.columns["time_s"][rows]
+        line = ax.plot(t, table.columns["mean"][rows], marker="o", markersize=3, label=f"{output} mean")[0]
+        if len(quantiles) >= 2:
+            ax.fill_between(t, table.columns[quantiles[0]][rows], table.columns[quantiles[-1]][rows], alpha=0.25,
+                            color=line.get_color(), label=f"{quantiles[0][1:]}–{quantiles[-1][1:]} % quantiles")
+    _label_axes(ax, title, "time (s)", "output")
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, title, "montecarlo")
+
+
+def fit_residuals_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """Fit residuals (analyze.fit ``residuals``): observations and the fitted curve per output, and the residuals."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True, height_ratios=(2, 1), layout="constrained")
+    for output in dict.fromkeys(table.columns["output"].tolist()):
+        rows = table.columns["output"] == output
+        t = table.columns["time_s"][rows]
+        order = np.argsort(t, kind="stable")
+        line = top.plot(t[order], table.columns["predicted"][rows][order], label=f"{output} fit")[0]
+        top.plot(t, table.columns["observed"][rows], "o", markersize=4, color=line.get_color(), label=f"{output} observed")
+        bottom.plot(t, table.columns["standardized"][rows], "o", markersize=4, color=line.get_color())
+    bottom.axhline(0, color="#555", linewidth=0.8)
+    for bound in (-2, 2):
+        bottom.axhline(bound, color="#c0392b", linestyle="--", linewidth=0.8)
+    _label_axes(top, title, "", "value")
+    _label_axes(bottom, "standardized residuals (±2 dashed)", "time (s)", "residual / σ")
+    top.legend(fontsize=7)
+    return _save(fig, out_dir, title, "fit")
+
+
+def components_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """Explained variance per component (analyze.reduce ``table``), with the cumulative share."""
+    plt = _pyplot()
+    shown = min(table.n_rows, 20)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    k = table.columns["component"][:shown]
+    ax.bar(k, table.columns["explained_variance_ratio"][:shown], color="#4c72b0", label="per component")
+    ax.plot(k, table.columns["cumulative"][:shown], "o-", color="#dd8452", label="cumulative")
+    ax.set_ylim(0, 1.05)
+    _label_axes(ax, title, "component", "share of variance")
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, title, "components")
+
+
+def embedding_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """The 2D embedding (analyze.reduce ``scores``), coloured by cluster, or by time for field snapshots."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    x, y, cluster = table.columns["embed_x"], table.columns["embed_y"], table.columns["cluster"]
+    if (cluster >= 0).any():
+        shown = ax.scatter(x, y, c=cluster, cmap="tab10", vmin=-0.5, vmax=9.5, s=18)
+        ax.legend(*shown.legend_elements(), title="cluster", fontsize=8)
+    elif "time_s" in table.columns:
+        shown = ax.scatter(x, y, c=table.columns["time_s"], cmap="viridis", s=18)
+        fig.colorbar(shown, ax=ax, label="time (s)")
+    else:
+        ax.scatter(x, y, s=18, color="#4c72b0")
+    _label_axes(ax, title, "embedding 1", "embedding 2")
+    return _save(fig, out_dir, title, "embedding")
+
+
+def analysis_figures(table: cs.Table, out_dir: Path, title: str) -> list[Path] | None:
+    """The figure of an analysis table recognised by its columns, or None for other tables."""
+    if table.n_rows == 0:
+        return None
+    if _has(table, "parameter", "S1", "ST", "S1_conf", "ST_conf", "output", "time_s"):
+        return [sensitivity_figure(table, out_dir, title)]
+    if _has(table, "output", "time_s", "mean") and any(c.startswith("q") for c in table.columns):
+        return [monte_carlo_figure(table, out_dir, title)]
+    if _has(table, "output", "time_s", "observed", "predicted", "standardized"):
+        return [fit_residuals_figure(table, out_dir, title)]
+    if _has(table, "component", "explained_variance_ratio", "cumulative"):
+        return [components_figure(table, out_dir, title)]
+    if _has(table, "embed_x", "embed_y", "cluster"):
+        return [embedding_figure(table, out_dir, title)]
+    return None
+
+
 def table_figures(table: cs.Table, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """A time course plot for tables with a ``time_s`` column (others are shown as HTML tables only)."""
+    """Analysis tables (Sobol bars, Monte Carlo bands, fit curves and residuals, scree plot, embedding) by
+    their columns; otherwise a time course plot for tables with a ``time_s`` column (others: HTML only)."""
+    analysis = analysis_figures(table, Path(out_dir), title)
+    if analysis is not None:
+        return analysis
     if "time_s" not in table.columns or table.n_rows == 0:
         return []
     numeric = [n for n, c in table.columns.items() if n != "time_s" and c.dtype.kind in "fiu"]
