@@ -148,3 +148,20 @@ def test_fit_bad_inputs_have_clear_messages(mesh: cs.TetMesh, clean: cs.Table) -
     with pytest.raises(cs.InputError, match="solver 'solve.magic' is not a registered solve method"):
         cs.method("analyze.fit", solver="solve.magic", solver_params=SOLVER,
                   parameters={"k": {"bounds": [0.1, 1.0]}})(mesh, observed)
+
+
+def test_fit_as_a_pipeline_step(mesh: cs.TetMesh, clean: cs.Table, tmp_path) -> None:
+    """A spec fits the data of a CSV file on a mesh file; the run caches the step and reports the estimates."""
+    import yaml
+
+    cs.write(mesh, tmp_path / "mesh.npz")
+    cs.write(noisy(clean, 5), tmp_path / "observed.csv")
+    spec = {"version": 1, "steps": [{
+        "id": "fit", "use": "analyze.fit", "inputs": {"mesh": {"file": "mesh.npz"}, "observed": {"file": "observed.csv"}},
+        "with": {"solver_params": SOLVER, "parameters": PARAMETERS, "cache_dir": str(tmp_path / "forward_cache")}}]}
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(spec))
+    run = cs.run(tmp_path / "fit.yaml", run_dir=tmp_path / "run", report=False)
+    estimates = {r["parameter"]: r for r in run.artefact("fit", "table").rows()}
+    for name, value in TRUTH.items():
+        assert estimates[name]["ci_low"] <= value <= estimates[name]["ci_high"]
+    assert len(list((tmp_path / "forward_cache").glob("*.npz"))) > 5
