@@ -18,6 +18,10 @@ Sobol indices (Saltelli sampling)
     The indices measure shares of variance of each output over the joint
     distribution of the parameters, which is assumed independent.
 
+With ``surrogate: gp`` both studies run on a Gaussian-process surrogate
+trained on ``surrogate_points`` solver runs over the parameters' box, whose
+error on ``validation_points`` further runs is reported (``runs`` table).
+
 Forward runs that fail are recorded, never silently dropped: a Monte Carlo
 sample whose run failed is excluded and counted (``n_failed``); a Sobol row
 (A_j, B_j and every AB_i,j) with any failed run is excluded as a whole.
@@ -25,6 +29,7 @@ sample whose run failed is excluded and counted (``n_failed``); a Sobol row
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -197,6 +202,10 @@ class UQParams:
     seed: int = cs.param(0, help="seed of the sampling")
     workers: int = cs.param(1, ge=1, help="forward runs in parallel (threads)")
     cache_dir: str | None = cs.param(None, help="folder of the on-disk cache of forward runs (e.g. in the run directory)")
+    surrogate: str = cs.param("none", choices=("none", "gp"),
+                              help="gp: run the studies on a Gaussian-process surrogate trained on a few solver runs")
+    surrogate_points: int = cs.param(32, ge=2, help="solver runs the surrogate is trained on (Sobol points of the box)")
+    validation_points: int = cs.param(8, ge=1, help="further solver runs that measure the surrogate's error")
 
     def __attrs_post_init__(self) -> None:
         parse_parameters(self.parameters, "analyze.uq", require_bounds=False, distributions=True)
@@ -243,7 +252,51 @@ class UQ(cs.Analyzer):
         times = np.unique(np.asarray(p.times_s, float))
         model = SolverForward(self.name, p.solver, p.solver_params, specs, mesh, times, p.outputs, p.solver_output)
         forward = CachedForward(model, model.n_outputs, model.key, p.cache_dir, p.workers)
-        return self.study(forward, specs, p.outputs, times)
+        if p.surrogate == "none":
+            return self.study(forward, specs, p.outputs, times)
+        cheap, extra = self.surrogate(forward, specs)
+        result = self.study(cheap, specs, p.outputs, times)
+        result["runs"] = runs_table(forward, extra)
+        return result
+
+    def surrogate(self, forward: CachedForward, specs: list[ParameterSpec]) -> tuple[CachedForward, dict[str, float]]:
+        """A GP surrogate of ``forward`` over the parameters' box, and its validation numbers.
+
+        The box is each parameter's bounds, or its 0.1–99.9 % quantiles; samples beyond it are clipped
+        to it. The validation error (relative RMS error on ``validation_points`` runs the surrogate was
+        not trained on, over the outputs' spread) is measured before those runs join the training set.
+        """
+        from ._surrogate import GaussianProcess, relative_rms_error
+
+        p = self.params
+        boxes = [spec if spec.bounded else
+                 attrs.evolve(spec, low=float(spec.quantile(np.array([1e-3]))[0]),
+                              high=float(spec.quantile(np.array([1 - 1e-3]))[0]))
+                 for spec in specs]
+        d = len(specs)
+        unit = unit_sobol(p.surrogate_points + p.validation_points, d, p.seed + 1)
+
+        def theta_of(z: np.ndarray) -> np.ndarray:
+            return np.column_stack([b.from_unit(z[:, i]) for i, b in enumerate(boxes)])
+
+        outputs = forward.batch(theta_of(unit))
+        ok = np.isfinite(outputs).all(axis=1)
+        train = ok & (np.arange(len(unit)) < p.surrogate_points)
+        check = ok & (np.arange(len(unit)) >= p.surrogate_points)
+        if train.sum() < 2:
+            first = forward.failures[0][1] if forward.failures else "none"
+            raise ForwardFailure(f"{self.name}: only {int(train.sum())} surrogate training runs succeeded; first error: {first}")
+        gp = GaussianProcess(seed=p.seed).fit(unit[train], outputs[train])
+        error = relative_rms_error(gp.predict(unit[check]), outputs[check], outputs[train]) if check.any() else math.nan
+        gp.fit(unit[ok], outputs[ok])
+
+        def predict(theta: np.ndarray) -> np.ndarray:
+            z = np.array([b.to_unit(v) for b, v in zip(boxes, theta, strict=True)])
+            return gp.predict(np.clip(z, 0.0, 1.0))
+
+        extra = {"surrogate_training_runs": float(train.sum()), "surrogate_validation_runs": float(check.sum()),
+                 "surrogate_validation_error": error}
+        return CachedForward(predict, forward.n_outputs), extra
 
     def study(self, forward: CachedForward, specs: list[ParameterSpec], outputs: list[str],
               times: np.ndarray) -> dict[str, cs.Table]:

@@ -141,3 +141,20 @@ def test_uq_bad_inputs_have_clear_messages() -> None:
                                              r"solve.reaction_diffusion; its 'probes' table has: mean_A_cube, amount_A"):
         cs.method("analyze.uq", parameters={"k": {"bounds": [0.1, 1]}}, solver_params=SOLVER,
                   outputs=["mean_B_cube"], times_s=[1.0], n_samples=2, analyses=["monte_carlo"])(mesh)
+
+
+def test_uq_on_a_gaussian_process_surrogate_of_the_solver() -> None:
+    mesh = cube_mesh(2, 1000.0)
+    out = cs.method("analyze.uq", solver_params=SOLVER, outputs=["mean_A_cube"], times_s=[1.0, 2.0],
+                    parameters={"k": {"bounds": [0.2, 1.0]}, "D": {"bounds": [0.5, 2.0], "path": "model.species.A.D"}},
+                    n_samples=256, n_sobol=256, n_bootstrap=20, surrogate="gp", surrogate_points=12,
+                    validation_points=6)(mesh)
+    mc = {r["time_s"]: r for r in out["table"].rows()}
+    for t in (1.0, 2.0):
+        exact = (math.exp(-0.2 * t) - math.exp(-1.0 * t)) / (0.8 * t)
+        assert mc[t]["mean"] == pytest.approx(exact, rel=2e-3)
+    sens = {(r["time_s"], r["parameter"]): r for r in out["sensitivity"].rows()}
+    assert sens[(2.0, "k")]["S1"] == pytest.approx(1.0, abs=0.05) and abs(sens[(2.0, "D")]["ST"]) < 0.01
+    runs = {r["quantity"]: r["value"] for r in out["runs"].rows()}
+    assert runs["forward_runs"] == 18 and runs["surrogate_training_runs"] == 12  # not 256 + 256 * 4
+    assert runs["surrogate_validation_runs"] == 6 and runs["surrogate_validation_error"] < 0.01
