@@ -24,13 +24,27 @@ finest-axis voxel (a z derivative on a 2× coarser axis is divided by 2), so
 gradients and Hessians are those of the physical image and rotation
 invariants stay rotation invariant.
 
-Every derivative up to second order at one scale comes from one tree of
-separable 1D Gaussian (derivative) filters that shares its z and y passes
-(19 passes instead of 30), and the scale's features are all made from them.
-Filters use ``mode="reflect"`` and scipy's kernel radius
-``int(4σ + 0.5)``; :attr:`FeatureBank.halo` is the margin a chunk needs so
-that features computed on the chunk plus its halo equal those of the whole
-volume exactly.
+How they are computed
+---------------------
+The kernels are scipy's (``scipy.ndimage.gaussian_filter1d``: radius
+``int(4σ + 0.5)``, boundary ``mode="reflect"``), so the features equal
+scipy's filters to float32 rounding. The work is done by compiled float32
+loops (:mod:`._forest_kernels`, numba, parallel over the cores):
+
+- every derivative up to second order at one scale comes from one tree of
+  separable 1D passes that shares its z and y passes (19 passes instead of
+  30), and every feature of the scale is made from them;
+- passes are *valid* correlations: a region is read with its halo (mirrored
+  beyond the image's borders, which is what ``mode="reflect"`` means), and
+  each pass returns only the voxels its kernel fully covers, so the z pass
+  already drops the z halo and later passes run on smaller arrays;
+- eigenvalues of the symmetric 3×3 Hessian and structure tensor are computed
+  in closed form per voxel, not by ``numpy.linalg.eigvalsh`` on (N, 3, 3).
+
+Each voxel's value is computed by the same float operations whether the
+volume is processed whole or in chunks, so :meth:`FeatureBank.compute` on a
+region equals the same voxels of the whole-volume features bit for bit;
+:attr:`FeatureBank.halo` is the margin a chunk needs for that.
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ __all__ = [
     "DEFAULT_SCALES",
     "FEATURE_GROUPS",
     "FeatureBank",
+    "correlation_weights",
     "difference_of_gaussians",
     "gaussian_derivatives",
     "gaussian_smoothing",
@@ -84,13 +99,93 @@ def kernel_radius(sigma: float) -> int:
     return int(TRUNCATE * float(sigma) + 0.5)
 
 
+def correlation_weights(sigma: float, order: int, scale: float = 1.0) -> np.ndarray:
+    """Weights of scipy's Gaussian (derivative) filter, ready for correlation.
+
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation in voxels.
+    order : 0, 1 or 2
+        Derivative order.
+    scale : float
+        Factor applied to the weights (a derivative per finest-axis voxel on a coarser axis).
+
+    Returns
+    -------
+    (2r + 1,) float32 array, r = :func:`kernel_radius`; ``Σ_t w[r + t] · I[i + t]`` is
+    ``gaussian_filter1d(I, sigma, order=order)`` at ``i``. Symmetric for orders 0 and 2,
+    antisymmetric for order 1 (exactly, so the compiled passes pair the taps).
+    """
+    radius = kernel_radius(sigma)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    variance = float(sigma) ** 2
+    phi = np.exp(-0.5 * x * x / variance)
+    phi /= phi.sum()
+    if order == 0:
+        kernel = phi
+    elif order == 1:
+        kernel = -x / variance * phi
+    elif order == 2:
+        kernel = (x * x / variance**2 - 1.0 / variance) * phi
+    else:
+        raise ValueError(f"correlation_weights: derivative order {order} is not 0, 1 or 2")
+    return (kernel[::-1] * scale).astype(np.float32)  # correlation is convolution with the reversed kernel
+
+
+def reflected_block(image: np.ndarray, start: Sequence[int], stop: Sequence[int]) -> np.ndarray:
+    """The image over ``[start, stop)`` per axis as float32, mirrored where the box leaves the image.
+
+    The mirror is scipy's ``mode="reflect"`` (``d c b a | a b c d | d c b a``),
+    so valid passes over the block equal scipy's filters over the whole image.
+    """
+    inside = tuple(slice(max(0, a), min(n, b)) for a, b, n in zip(start, stop, image.shape, strict=True))
+    block = np.asarray(image[inside], np.float32)
+    pad = [(max(0, -a), max(0, b - n)) for a, b, n in zip(start, stop, image.shape, strict=True)]
+    if any(p for pair in pad for p in pair):
+        block = _reflect_pad(block, pad)
+    return np.ascontiguousarray(block)
+
+
+def _reflect_pad(block: np.ndarray, pad: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Mirror ``block`` outward by ``pad`` per axis, as scipy's ``reflect`` does, however wide the pad."""
+    for axis, (before, after) in enumerate(pad):
+        n = block.shape[axis]
+        # scipy's reflect repeats the axis and its mirror image with period 2n
+        index = np.arange(-before, n + after) % (2 * n)
+        index = np.where(index < n, index, 2 * n - 1 - index)
+        block = np.take(block, index, axis=axis)
+    return block
+
+
+def _derivative_tree(block: np.ndarray, sigmas: Sequence[float], factors: Sequence[float],
+                     orders: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int, int], np.ndarray]:
+    """Valid Gaussian derivatives of ``block``, sharing the z and y passes; each pass shrinks its axis by 2r."""
+    from ._forest_kernels import correlate_valid
+
+    def weights(axis: int, order: int) -> np.ndarray:
+        return correlation_weights(sigmas[axis], order, factors[axis] ** order)
+
+    wanted = sorted(set(orders))
+    out: dict[tuple[int, int, int], np.ndarray] = {}
+    for oz in sorted({o[0] for o in wanted}):
+        along_z = correlate_valid(block, weights(0, oz), 0)
+        for oy in sorted({o[1] for o in wanted if o[0] == oz}):
+            along_y = correlate_valid(along_z, weights(1, oy), 1)
+            for order in (o for o in wanted if o[:2] == (oz, oy)):
+                out[order] = correlate_valid(along_y, weights(2, order[2]), 2)
+            del along_y
+        del along_z  # only one z and one y intermediate live at a time
+    return out
+
+
 def gaussian_derivatives(image: np.ndarray, sigmas: Sequence[float],
                          orders: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int, int], np.ndarray]:
     """Gaussian-smoothed derivatives of a 3D image, sharing the separable passes between them.
 
     Parameters
     ----------
-    image : (z, y, x) float32 array
+    image : (z, y, x) real array
     sigmas : (3,) floats, voxels per axis (z, y, x)
     orders : sequence of (order_z, order_y, order_x), each order 0..2
         Derivative orders wanted, in voxel units of each axis.
@@ -98,19 +193,11 @@ def gaussian_derivatives(image: np.ndarray, sigmas: Sequence[float],
     Returns
     -------
     dict mapping each order to a (z, y, x) float32 array. ``(0, 0, 0)`` equals
-    ``scipy.ndimage.gaussian_filter(image, sigmas)``.
+    ``scipy.ndimage.gaussian_filter(image, sigmas)`` to float32 rounding.
     """
-    from scipy import ndimage
-
-    image = np.asarray(image, np.float32)
-    passes: dict[tuple[int, ...], np.ndarray] = {(): image}
-    for order in orders:
-        for axis in range(3):
-            prefix = tuple(order[:axis + 1])
-            if prefix not in passes:
-                passes[prefix] = ndimage.gaussian_filter1d(passes[prefix[:-1]], float(sigmas[axis]), axis=axis,
-                                                           order=prefix[-1], mode="reflect", truncate=TRUNCATE)
-    return {tuple(order): passes[tuple(order)] for order in orders}  # type: ignore[misc]
+    radius = [kernel_radius(s) for s in sigmas]
+    block = reflected_block(image, [-r for r in radius], [n + r for n, r in zip(np.shape(image), radius, strict=True)])
+    return _derivative_tree(block, sigmas, (1.0, 1.0, 1.0), [tuple(o) for o in orders])  # type: ignore[misc]
 
 
 def symmetric_eigenvalues(zz: np.ndarray, zy: np.ndarray, zx: np.ndarray, yy: np.ndarray, yx: np.ndarray,
@@ -125,34 +212,11 @@ def symmetric_eigenvalues(zz: np.ndarray, zy: np.ndarray, zx: np.ndarray, yy: np
     Returns
     -------
     float32 array of shape (3, *shape): eigenvalues sorted ascending along axis 0
-    (computed in float64; relative accuracy ≈ 1e-7 of the matrix norm).
+    (computed in float64 per voxel; absolute accuracy ≈ 1e-7 of the matrix norm).
     """
-    a = [np.asarray(m, np.float64) for m in (zz, zy, zx, yy, yx, xx)]
-    zz, zy, zx, yy, yx, xx = a
-    q = (zz + yy + xx) / 3.0
-    off = zy * zy + zx * zx + yx * yx
-    dz, dy, dx = zz - q, yy - q, xx - q
-    p = np.sqrt((dz * dz + dy * dy + dx * dx + 2.0 * off) / 6.0)
-    safe = np.where(p > 0, p, 1.0)
-    # det((A - qI) / p) / 2, clipped for rounding
-    det = (dz * (dy * dx - yx * yx) - zy * (zy * dx - yx * zx) + zx * (zy * yx - dy * zx)) / (safe ** 3)
-    phi = np.arccos(np.clip(det / 2.0, -1.0, 1.0)) / 3.0
-    largest = q + 2.0 * p * np.cos(phi)
-    smallest = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
-    middle = 3.0 * q - largest - smallest
-    return np.stack([smallest, middle, largest]).astype(np.float32)
+    from ._forest_kernels import symmetric_eigenvalues_3x3
 
-
-def _scaled(derivatives: dict[tuple[int, int, int], np.ndarray], factors: tuple[float, float, float]
-            ) -> dict[tuple[int, int, int], np.ndarray]:
-    """Derivatives per finest-axis voxel: multiply ∂ along axis a by ``factors[a]`` per order."""
-    if all(f == 1.0 for f in factors):
-        return derivatives
-    out = {}
-    for order, array in derivatives.items():
-        factor = float(np.prod([f ** o for f, o in zip(factors, order, strict=True)]))
-        out[order] = array if factor == 1.0 else array * np.float32(factor)
-    return out
+    return symmetric_eigenvalues_3x3(zz, zy, zx, yy, yx, xx)
 
 
 def _factors(voxel_size_nm: Sequence[float]) -> tuple[float, float, float]:
@@ -160,57 +224,41 @@ def _factors(voxel_size_nm: Sequence[float]) -> tuple[float, float, float]:
     return tuple(finest / s for s in voxel_size_nm)  # type: ignore[return-value]
 
 
-def _image(image: np.ndarray) -> np.ndarray:
-    return np.asarray(image, np.float32)
+def _one_group(group: str, image: np.ndarray, sigma: float, voxel_size_nm: Sequence[float]) -> np.ndarray:
+    if np.ndim(image) != 3:
+        raise cs.InputError(f"{group}: image must be 3D (z, y, x), got shape {np.shape(image)}")
+    return FeatureBank([group], [sigma], voxel_size_nm, who=group).compute(image)
 
 
 def gaussian_smoothing(image: np.ndarray, sigma: float, voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Gaussian smoothing at ``sigma`` (voxels of the finest axis); (z, y, x) float32."""
-    return gaussian_derivatives(_image(image), physical_sigma(sigma, tuple(voxel_size_nm)), [(0, 0, 0)])[(0, 0, 0)]
+    return _one_group("gaussian", image, sigma, voxel_size_nm)[0]
 
 
 def laplacian_of_gaussian(image: np.ndarray, sigma: float, voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Laplacian of the Gaussian-smoothed image, per finest-axis voxel²; (z, y, x) float32."""
-    d = _scaled(gaussian_derivatives(_image(image), physical_sigma(sigma, tuple(voxel_size_nm)), _PURE_SECOND),
-                _factors(voxel_size_nm))
-    return d[(2, 0, 0)] + d[(0, 2, 0)] + d[(0, 0, 2)]
+    return _one_group("laplacian_of_gaussian", image, sigma, voxel_size_nm)[0]
 
 
 def gradient_magnitude(image: np.ndarray, sigma: float, voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Gradient magnitude of the Gaussian-smoothed image, per finest-axis voxel; (z, y, x) float32."""
-    d = _scaled(gaussian_derivatives(_image(image), physical_sigma(sigma, tuple(voxel_size_nm)), _FIRST),
-                _factors(voxel_size_nm))
-    return np.sqrt(d[_FIRST[0]] ** 2 + d[_FIRST[1]] ** 2 + d[_FIRST[2]] ** 2)
+    return _one_group("gradient_magnitude", image, sigma, voxel_size_nm)[0]
 
 
 def difference_of_gaussians(image: np.ndarray, sigma: float, voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """G_σ * I − G_0.66σ * I (σ in voxels of the finest axis); (z, y, x) float32."""
-    return gaussian_smoothing(image, sigma, voxel_size_nm) - gaussian_smoothing(image, DOG_RATIO * sigma, voxel_size_nm)
+    return _one_group("difference_of_gaussians", image, sigma, voxel_size_nm)[0]
 
 
 def structure_tensor_eigenvalues(image: np.ndarray, sigma: float,
                                  voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Eigenvalues of the structure tensor, inner scale σ, outer scale σ/2; (3, z, y, x) float32, ascending."""
-    sigmas = physical_sigma(sigma, tuple(voxel_size_nm))
-    d = _scaled(gaussian_derivatives(_image(image), sigmas, _FIRST), _factors(voxel_size_nm))
-    return _structure_tensor(d, sigmas)
+    return _one_group("structure_tensor_eigenvalues", image, sigma, voxel_size_nm)
 
 
 def hessian_eigenvalues(image: np.ndarray, sigma: float, voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Eigenvalues of the Hessian of the Gaussian-smoothed image; (3, z, y, x) float32, ascending."""
-    d = _scaled(gaussian_derivatives(_image(image), physical_sigma(sigma, tuple(voxel_size_nm)), _SECOND),
-                _factors(voxel_size_nm))
-    return symmetric_eigenvalues(*(d[o] for o in _SECOND))
-
-
-def _structure_tensor(first: dict[tuple[int, int, int], np.ndarray], sigmas: Sequence[float]) -> np.ndarray:
-    from scipy import ndimage
-
-    outer = [OUTER_RATIO * s for s in sigmas]
-    gradient = [first[o] for o in _FIRST]
-    tensor = [ndimage.gaussian_filter(gradient[a] * gradient[b], outer, mode="reflect", truncate=TRUNCATE)
-              for a, b in _PAIRS]
-    return symmetric_eigenvalues(*tensor)
+    return _one_group("hessian_eigenvalues", image, sigma, voxel_size_nm)
 
 
 class FeatureBank:
@@ -278,10 +326,10 @@ class FeatureBank:
     def compute(self, image: np.ndarray, region: tuple[slice, slice, slice] | None = None) -> np.ndarray:
         """Features of ``image`` over ``region`` (default: all of it).
 
-        Each scale is computed on the region grown by that scale's halo (clipped
-        to the image, whose true borders are reflected), then cropped, so the
-        result equals the same voxels of the whole-image features and memory
-        is bounded by the region size.
+        Each scale reads the region grown by that scale's halo (mirrored beyond
+        the image's borders) and returns the region only, so the result equals
+        the same voxels of the whole-image features and memory is bounded by
+        the region size.
 
         Parameters
         ----------
@@ -301,18 +349,27 @@ class FeatureBank:
         out = np.empty((self.n_features, *(b - a for a, b in bounds)), np.float32)
         channel = 0
         for scale in self.scales:
-            halo = self.scale_halo(scale)
-            grown = [(max(0, a - h), min(n, b + h)) for (a, b), h, n in zip(bounds, halo, shape, strict=True)]
-            sub = np.asarray(image[tuple(slice(a, b) for a, b in grown)], np.float32)
-            crop = tuple(slice(a - ga, b - ga) for (a, b), (ga, _) in zip(bounds, grown, strict=True))
-            for feature in self._scale_features(sub, scale):
-                out[channel] = feature[crop]
+            for feature in self._scale_features(image, bounds, scale):
+                out[channel] = feature
                 channel += 1
         return out
 
-    def _scale_features(self, image: np.ndarray, scale: float) -> list[np.ndarray]:
+    def _scale_features(self, image: np.ndarray, bounds: list[tuple[int, int]], scale: float) -> list[np.ndarray]:
+        """The features of one scale over the box ``bounds`` ((start, stop) per axis)."""
+        from ._forest_kernels import correlate_valid
+
         groups = self.groups
+        shape = image.shape
         sigmas = physical_sigma(scale, self.voxel_size_nm)
+        factors = _factors(self.voxel_size_nm)
+        radius = [kernel_radius(s) for s in sigmas]
+        tensor = "structure_tensor_eigenvalues" in groups
+        outer = [kernel_radius(OUTER_RATIO * s) if tensor else 0 for s in sigmas]
+        # derivatives are needed on the box grown by the structure tensor's outer radius (within the image: beyond
+        # it scipy mirrors the gradient products, not the image), and read the image a kernel radius further
+        grown = [(max(0, a - o), min(n, b + o)) for (a, b), o, n in zip(bounds, outer, shape, strict=True)]
+        block = reflected_block(image, [a - r for (a, _), r in zip(grown, radius, strict=True)],
+                                [b + r for (_, b), r in zip(grown, radius, strict=True)])
         orders: list[tuple[int, int, int]] = []
         if "gaussian" in groups or "difference_of_gaussians" in groups:
             orders.append((0, 0, 0))
@@ -322,20 +379,51 @@ class FeatureBank:
             orders.extend(_SECOND)
         elif "laplacian_of_gaussian" in groups:
             orders.extend(_PURE_SECOND)
-        d = _scaled(gaussian_derivatives(image, sigmas, orders), _factors(self.voxel_size_nm))
+        d = _derivative_tree(block, sigmas, factors, orders)
+        inner = tuple(slice(a - ga, b - ga) for (a, b), (ga, _) in zip(bounds, grown, strict=True))
         features: list[np.ndarray] = []
         for group in groups:
             if group == "gaussian":
-                features.append(d[(0, 0, 0)])
+                features.append(d[(0, 0, 0)][inner])
             elif group == "laplacian_of_gaussian":
-                features.append(d[(2, 0, 0)] + d[(0, 2, 0)] + d[(0, 0, 2)])
+                features.append(d[(2, 0, 0)][inner] + d[(0, 2, 0)][inner] + d[(0, 0, 2)][inner])
             elif group == "gradient_magnitude":
-                features.append(np.sqrt(d[_FIRST[0]] ** 2 + d[_FIRST[1]] ** 2 + d[_FIRST[2]] ** 2))
+                gz, gy, gx = (d[o][inner] for o in _FIRST)
+                features.append(np.sqrt(gz * gz + gy * gy + gx * gx))
             elif group == "difference_of_gaussians":
-                narrow = gaussian_derivatives(image, [DOG_RATIO * s for s in sigmas], [(0, 0, 0)])[(0, 0, 0)]
-                features.append(d[(0, 0, 0)] - narrow)
+                narrow_sigmas = [DOG_RATIO * s for s in sigmas]
+                narrow = [kernel_radius(s) for s in narrow_sigmas]
+                # the narrow Gaussian reads the same block, cropped to the box plus its own (smaller) radius
+                sub = tuple(slice(a - n - (ga - r), b + n - (ga - r))
+                            for (a, b), (ga, _), r, n in zip(bounds, grown, radius, narrow, strict=True))
+                smoothed = block[sub]
+                for axis in range(3):
+                    smoothed = correlate_valid(smoothed, correlation_weights(narrow_sigmas[axis], 0), axis)
+                features.append(d[(0, 0, 0)][inner] - smoothed)
             elif group == "structure_tensor_eigenvalues":
-                features.extend(_structure_tensor(d, sigmas))
+                features.extend(self._structure_tensor(d, bounds, grown, sigmas))
             else:
-                features.extend(symmetric_eigenvalues(*(d[o] for o in _SECOND)))
+                features.extend(symmetric_eigenvalues(*(d[o][inner] for o in _SECOND)))
         return features
+
+    @staticmethod
+    def _structure_tensor(d: dict[tuple[int, int, int], np.ndarray], bounds: list[tuple[int, int]],
+                          grown: list[tuple[int, int]], sigmas: Sequence[float]) -> np.ndarray:
+        """Eigenvalues of the gradient products (given on ``grown``) averaged at the outer scale over ``bounds``."""
+        from ._forest_kernels import correlate_valid
+
+        outer_sigmas = [OUTER_RATIO * s for s in sigmas]
+        outer = [kernel_radius(s) for s in outer_sigmas]
+        # where the grown box was clipped by the image, scipy mirrors the products there
+        pad = [(max(0, ga - (a - o)), max(0, (b + o) - gb))
+               for (a, b), (ga, gb), o in zip(bounds, grown, outer, strict=True)]
+        gradient = [d[o] for o in _FIRST]
+        entries = []
+        for a, b in _PAIRS:
+            product = gradient[a] * gradient[b]
+            if any(p for pair in pad for p in pair):
+                product = _reflect_pad(product, pad)
+            for axis in range(3):
+                product = correlate_valid(product, correlation_weights(outer_sigmas[axis], 0), axis)
+            entries.append(product)
+        return symmetric_eigenvalues(*entries)

@@ -120,3 +120,32 @@ def test_bad_feature_choices_are_rejected() -> None:
         FeatureBank(["gaussian", "sobel"], [1.0])
     with pytest.raises(cs.InputError, match="scales"):
         FeatureBank(["gaussian"], [1.0, -2.0])
+
+
+def test_short_axes_are_mirrored_as_scipy_does() -> None:
+    # kernels far longer than the axes (radius 40 on 9 voxels): the mirror repeats with period 2n, as in scipy
+    image = np.random.default_rng(3).normal(size=(9, 30, 17)).astype(np.float32)
+    np.testing.assert_allclose(ft.gaussian_smoothing(image, 10.0), ndimage.gaussian_filter(image, 10.0), atol=1e-6)
+    np.testing.assert_allclose(ft.gradient_magnitude(image, 5.0), ndimage.gaussian_gradient_magnitude(image, 5.0),
+                               atol=1e-6)
+    bank = FeatureBank(FEATURE_GROUPS, [1.0, 10.0], (2.0, 1.0, 1.0))
+    whole = bank.compute(image)
+    for region in [(slice(0, 4), slice(3, 20), slice(10, 17)), (slice(2, 9), slice(0, 30), slice(0, 1))]:
+        np.testing.assert_array_equal(bank.compute(image, region), whole[(slice(None), *region)])
+
+
+def test_valid_correlation_pairs_symmetric_taps() -> None:
+    from cellscape_plugins.segment._forest_kernels import correlate_valid
+
+    block = np.random.default_rng(5).normal(size=(12, 11, 13)).astype(np.float32)
+    for order in (0, 1, 2):
+        weights = ft.correlation_weights(1.0, order)  # radius 4
+        radius = (weights.size - 1) // 2
+        expected = ndimage.correlate1d(block.astype(np.float64), weights.astype(np.float64), axis=1)
+        result = correlate_valid(block, weights, 1)
+        assert result.shape == (12, 11 - 2 * radius, 13)
+        np.testing.assert_allclose(result, expected[:, radius:-radius], atol=1e-6)
+    with pytest.raises(ValueError, match="symmetric or antisymmetric"):
+        correlate_valid(block, np.array([0.2, 0.5, 0.3], np.float32), 0)
+    with pytest.raises(ValueError, match="no longer than axis 1"):
+        correlate_valid(block, np.ones(13, np.float32), 1)
