@@ -15,6 +15,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
+from ._edges import unique_edges
 from .marching_cubes import signed_volume
 
 __all__ = [
@@ -52,26 +53,6 @@ def triangle_angles_deg(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarr
         cross = np.linalg.norm(np.cross(u, w), axis=1)
         angles[:, i] = np.degrees(np.arctan2(cross, np.einsum("ij,ij->i", u, w)))
     return angles
-
-
-def unique_edges(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected edges of a triangle list.
-
-    Returns
-    -------
-    edges : ndarray, shape (e, 2), int64
-        Sorted vertex pairs, each once.
-    half_edge_to_edge : ndarray, shape (3m,), int64
-        Edge of half-edge ``3 * f + i`` (from corner i to corner i+1 of triangle f).
-    counts : ndarray, shape (e,), int64
-        Number of triangles sharing each edge (2 on a closed manifold).
-    """
-    half = np.stack([triangles, np.roll(triangles, -1, axis=1)], axis=2).reshape(-1, 2)
-    n = int(triangles.max()) + 1 if len(triangles) else 1
-    keys = half.min(axis=1) * n + half.max(axis=1)  # one integer per undirected edge: much faster than unique rows
-    unique_keys, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    edges = np.stack([unique_keys // n, unique_keys % n], axis=1)
-    return edges, inverse.ravel(), counts
 
 
 def edge_faces(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

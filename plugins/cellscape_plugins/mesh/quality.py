@@ -22,6 +22,7 @@ import numpy as np
 
 import cellscape as cs
 
+from ._edges import unique_edges
 from .marching_cubes import signed_volume
 
 __all__ = [
@@ -149,26 +150,6 @@ def enclosed_volume(vertices: np.ndarray, triangles: np.ndarray) -> float:
 # -- topology -----------------------------------------------------------------------------------
 
 
-def _edges(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Unique undirected edges of the triangles.
-
-    Returns
-    -------
-    edges : ndarray, shape (e, 2)
-        Sorted vertex pairs.
-    inverse : ndarray, shape (m, 3)
-        Edge index of the half-edge from corner i to corner i + 1 of each triangle.
-    counts : ndarray, shape (e,)
-        Number of triangles on each edge.
-    forward : ndarray, shape (m, 3), bool
-        Whether the half-edge runs from the smaller to the larger vertex index.
-    """
-    triangles = np.asarray(triangles, np.int64)
-    half = np.stack([triangles, np.roll(triangles, -1, axis=1)], axis=2).reshape(-1, 2)
-    edges, inverse, counts = np.unique(np.sort(half, axis=1), axis=0, return_inverse=True, return_counts=True)
-    return edges, inverse.reshape(-1, 3), counts, (half[:, 0] < half[:, 1]).reshape(-1, 3)
-
-
 def _components(n_nodes: int, pairs: np.ndarray) -> np.ndarray:
     """Connected-component label of each node of the graph with the given edges (shape (p, 2))."""
     from scipy.sparse import coo_matrix
@@ -184,7 +165,7 @@ def euler_characteristic(vertices: np.ndarray, triangles: np.ndarray) -> int:
     2 for a sphere-like closed surface, 0 for a torus, 1 for a disc; summed over connected components.
     """
     triangles = np.asarray(triangles, np.int64)
-    edges = _edges(triangles)[0]
+    edges = unique_edges(triangles)[0]
     return int(len(np.unique(triangles)) - len(edges) + len(triangles))
 
 
@@ -193,7 +174,7 @@ def _component_topology(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     triangles = np.asarray(triangles, np.int64)
     used, local = np.unique(triangles, return_inverse=True)
     local = local.reshape(-1, 3)
-    edges, _, counts, _ = _edges(local)
+    edges, _, counts = unique_edges(local)
     label = _components(len(used), edges)
     n = int(label.max()) + 1
     chi = (np.bincount(label, minlength=n) - np.bincount(label[edges[:, 0]], minlength=n)
@@ -245,9 +226,10 @@ def manifold_report(triangles: np.ndarray) -> dict[str, Any]:
         ``non_manifold_vertex_list`` (ndarray (q,) of vertex indices).
     """
     triangles = np.asarray(triangles, np.int64)
-    edges, inverse, counts, forward = _edges(triangles)
-    # each 2-triangle edge should be walked once in each direction
-    forward_count = np.bincount(inverse.ravel(), weights=forward.ravel(), minlength=len(edges))
+    edges, half_edge_to_edge, counts = unique_edges(triangles)
+    # each 2-triangle edge should be walked once in each direction: once from its smaller to its larger vertex
+    forward = (triangles < np.roll(triangles, -1, axis=1)).ravel()
+    forward_count = np.bincount(half_edge_to_edge, weights=forward, minlength=len(edges))
     misoriented = int(((counts == 2) & (forward_count != 1)).sum())
 
     # link of vertex v: nodes are half-edges v -> u, one link edge (v->a, v->b) per triangle (v, a, b)
@@ -315,36 +297,44 @@ def _point_to_surface(points: np.ndarray, vertices: np.ndarray, triangles: np.nd
 
     The nearest vertex bounds the distance from above (u); a triangle with centroid c and largest
     centroid-to-corner distance R can only be that close if |p − c| ≤ u + R, so only those triangles
-    are tested exactly (found among the centroids within u + max R of the point).
+    are tested exactly. The triangles are searched in groups of similar R (within a factor of 2),
+    smallest first, each with its own largest R and the bound u lowered by the groups before: one
+    long triangle would otherwise widen every point's search, and the candidate pairs (memory) with
+    it — the phantom cell's surfaces decimated by pymeshlab took 17 GB that way.
     """
     from scipy.spatial import cKDTree
 
     corners = vertices[triangles]
     centroids = corners.mean(axis=1)
     reaches = np.linalg.norm(corners - centroids[:, None], axis=2).max(axis=1)
-    reach = float(reaches.max())
-    upper = cKDTree(vertices).query(points)[0]
-    centroid_tree = cKDTree(centroids)
-    distances = np.empty(len(points))
-    for start in range(0, len(points), chunk):  # chunks bound the memory of the candidate pairs
-        block = points[start:start + chunk]
-        hits = centroid_tree.query_ball_point(block, upper[start:start + chunk] + reach * (1 + 1e-9) + 1e-12,
-                                              return_sorted=False)
-        sizes = np.fromiter(map(len, hits), np.int64, len(hits))
-        candidate = np.concatenate(hits).astype(np.int64)
-        which = np.repeat(np.arange(len(block)), sizes)
-        # the same bound with each triangle's own reach drops most candidates before the exact test
-        near = (np.linalg.norm(block[which] - centroids[candidate], axis=1) - reaches[candidate]
-                <= upper[start:start + chunk][which] * (1 + 1e-9) + 1e-12)
-        candidate, which = candidate[near], which[near]
-        tri = corners[candidate]
-        nearest = _closest_points_on_triangles(block[which], tri[:, 0], tri[:, 1], tri[:, 2])
-        gap = np.linalg.norm(block[which] - nearest, axis=1)
-        # a degenerate triangle gives NaN: its corners still bound the distance
-        gap = np.where(np.isfinite(gap), gap, np.linalg.norm(tri - block[which][:, None], axis=2).min(axis=1))
-        best = np.full(len(block), np.inf)
-        np.minimum.at(best, which, gap)
-        distances[start:start + chunk] = np.minimum(best, upper[start:start + chunk])
+    positive = reaches[reaches > 0]
+    base = float(positive.min()) if len(positive) else 1.0
+    group = np.floor(np.log2(np.maximum(reaches, base) / base)).astype(np.int64)
+    distances = cKDTree(vertices).query(points)[0]
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        reach = float(reaches[members].max())
+        tree = cKDTree(centroids[members])
+        for start in range(0, len(points), chunk):  # chunks bound the memory of the candidate pairs
+            block, bound = points[start:start + chunk], distances[start:start + chunk]
+            hits = tree.query_ball_point(block, bound + reach * (1 + 1e-9) + 1e-12, return_sorted=False)
+            sizes = np.fromiter(map(len, hits), np.int64, len(hits))
+            if not sizes.sum():
+                continue
+            candidate = members[np.concatenate(hits).astype(np.int64)]
+            which = np.repeat(np.arange(len(block)), sizes)
+            # the same bound with each triangle's own reach drops most candidates before the exact test
+            near = (np.linalg.norm(block[which] - centroids[candidate], axis=1) - reaches[candidate]
+                    <= bound[which] * (1 + 1e-9) + 1e-12)
+            candidate, which = candidate[near], which[near]
+            tri = corners[candidate]
+            nearest = _closest_points_on_triangles(block[which], tri[:, 0], tri[:, 1], tri[:, 2])
+            gap = np.linalg.norm(block[which] - nearest, axis=1)
+            # a degenerate triangle gives NaN: its corners still bound the distance
+            gap = np.where(np.isfinite(gap), gap, np.linalg.norm(tri - block[which][:, None], axis=2).min(axis=1))
+            best = np.full(len(block), np.inf)
+            np.minimum.at(best, which, gap)
+            distances[start:start + chunk] = np.minimum(best, bound)
     return distances
 
 
@@ -467,7 +457,7 @@ VOLUME_UNITS = {"min_dihedral": "deg", "max_dihedral": "deg", "min_volume": "nm^
 
 def _surface_row(vertices: np.ndarray, triangles: np.ndarray) -> dict[str, float]:
     angles = triangle_angles(vertices, triangles)
-    edges = _edges(triangles)[0]
+    edges = unique_edges(triangles)[0]
     lengths = np.linalg.norm(vertices[edges[:, 1]] - vertices[edges[:, 0]], axis=1)
     report = manifold_report(triangles)
     return {

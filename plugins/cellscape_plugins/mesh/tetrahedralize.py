@@ -47,24 +47,9 @@ import numpy as np
 
 import cellscape as cs
 
+from ._edges import unique_edges
+from ._slivers import remove_slivers
 from .quality import tet_volumes
-
-
-def open_edges(triangles: np.ndarray) -> np.ndarray:
-    """Undirected edges not shared by exactly two triangles.
-
-    Parameters
-    ----------
-    triangles : ndarray, shape (m, 3), int
-
-    Returns
-    -------
-    ndarray, shape (k, 2), int
-        Vertex pairs (sorted) of the offending edges; empty for a closed surface.
-    """
-    edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
-    return unique[counts != 2]
 
 
 def surface_components(triangles: np.ndarray, n_vertices: int) -> np.ndarray:
@@ -97,11 +82,11 @@ def check_surface(surface: cs.SurfaceMesh) -> None:
     names = surface.marker_names
     for marker in np.unique(surface.markers).tolist():
         triangles = surface.triangles[surface.markers == marker]
-        loose = open_edges(triangles)
-        if len(loose):
+        loose = int((unique_edges(triangles)[2] != 2).sum())
+        if loose:
             raise cs.InputError(
                 f"mesh.tetrahedralize: the surface of {_region(marker, names)} is not closed (not watertight): "
-                f"{len(loose)} edge(s) are not shared by exactly two triangles; re-mesh the labels with "
+                f"{loose} edge(s) are not shared by exactly two triangles; re-mesh the labels with "
                 "mesh.marching_cubes or repair the surface"
             )
         component = surface_components(triangles, len(surface.vertices))
@@ -286,7 +271,8 @@ class Tetrahedralize(cs.Tetrahedralizer):
         markers = region_markers(points, tets, boundary, boundary_markers, names)
         if p.optimize:
             # aim a little above the targets, so they hold with a margin
-            points = remove_slivers(points, tets, n, 1.25 * p.target_min_dihedral_deg, 1.25 * p.target_min_radius_ratio)
+            points = remove_slivers(points, tets, np.arange(len(points)) >= n, 1.25 * p.target_min_dihedral_deg,
+                                    1.25 * p.target_min_radius_ratio)
         if p.regions_to_mesh is not None:
             missing = sorted(set(p.regions_to_mesh) - set(np.unique(markers).tolist()))
             if missing:
@@ -386,106 +372,6 @@ def _drop_unused_points(points: np.ndarray, tets: np.ndarray,
 
 
 # -- quality: report and sliver clean-up --------------------------------------------------------
-
-
-_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
-_FACE_PAIRS = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
-
-
-def _tet_scores(corners: np.ndarray, min_dihedral_deg: float, min_radius_ratio: float) -> np.ndarray:
-    """Quality of tetrahedra given by their corners, shape (..., 4, 3): min(dihedral / target, ratio / target);
-    ≥ 1 meets both targets, -inf when inverted or flat.
-
-    The same angles and ratios as :func:`~cellscape_plugins.mesh.quality.dihedral_angles` and
-    :func:`~cellscape_plugins.mesh.quality.radius_ratios`, from the outward face normals (the dihedral angle
-    between faces k and l is 180° minus the angle between their normals), for speed in the clean-up loop.
-    """
-    a, b, c, d = (corners[..., i, :] for i in range(4))
-    triple = np.einsum("...j,...j->...", b - a, np.cross(c - a, d - a))
-    face = corners[..., _FACES, :]
-    normal = np.cross(face[..., 1, :] - face[..., 0, :], face[..., 2, :] - face[..., 0, :])
-    # face i's normal points away from corner i when the tetrahedron is positive
-    towards = np.einsum("...ij,...ij->...i", normal, corners - face[..., 0, :])
-    normal = np.where(towards[..., None] > 0, -normal, normal)
-    area2 = np.linalg.norm(normal, axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        unit = normal / area2[..., None]
-        cos = -np.einsum("...ij,...ij->...i", unit[..., _FACE_PAIRS[:, 0], :], unit[..., _FACE_PAIRS[:, 1], :])
-        dihedral = np.degrees(np.arccos(np.clip(np.nan_to_num(cos.max(axis=-1), nan=1.0), -1, 1)))
-        e1, e2, e3 = b - a, c - a, d - a
-        offset = (np.einsum("...j,...j->...", e1, e1)[..., None] * np.cross(e2, e3)
-                  + np.einsum("...j,...j->...", e2, e2)[..., None] * np.cross(e3, e1)
-                  + np.einsum("...j,...j->...", e3, e3)[..., None] * np.cross(e1, e2))
-        inradius = np.abs(triple) / area2.sum(axis=-1)
-        circumradius = np.linalg.norm(offset, axis=-1) / (2 * np.abs(triple))
-        ratio = np.nan_to_num(3 * inradius / circumradius, nan=0.0)
-    score = np.minimum(dihedral / max(min_dihedral_deg, 1e-9), ratio / max(min_radius_ratio, 1e-9))
-    return np.where(triple > 0, score, -np.inf)
-
-
-def remove_slivers(points: np.ndarray, tets: np.ndarray, n_fixed: int, min_dihedral_deg: float = 8.0,
-                   min_radius_ratio: float = 0.1, rounds: int = 6, seed: int = 0) -> np.ndarray:
-    """Move interior vertices of poor tetrahedra within their stars to raise the worst quality around them.
-
-    Parameters
-    ----------
-    points : ndarray, shape (n, 3), float
-    tets : ndarray, shape (k, 4), int
-        Positively oriented tetrahedra; their connectivity is not changed.
-    n_fixed : int
-        Points ``0 .. n_fixed - 1`` (the surface) never move.
-    min_dihedral_deg, min_radius_ratio : float
-        Targets: a tetrahedron below either is worked on.
-    rounds : int
-        Sweeps over the vertices of poor tetrahedra at most.
-    seed : int
-        Seed of the random candidate offsets (the result is deterministic).
-
-    Returns
-    -------
-    ndarray, shape (n, 3)
-        New points; a vertex moves only when every tetrahedron around it stays positively oriented and the
-        worst of them improves, so the mesh stays valid and each region's volume is unchanged.
-    """
-    points = np.array(points, np.float64)
-    rng = np.random.default_rng(seed)
-    order = np.argsort(tets.ravel(), kind="stable")
-    starts = np.searchsorted(tets.ravel()[order], np.arange(len(points) + 1))
-    star_of = order // 4
-    directions = rng.normal(size=(32, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    scales = np.repeat([0.03, 0.08, 0.15, 0.3], 8)[:, None]
-    # a vertex that found no better place is tried again only after a neighbour moved
-    waiting = np.ones(len(points), bool)
-    for _ in range(rounds):
-        score = _tet_scores(points[tets], min_dihedral_deg, min_radius_ratio)
-        poor = np.flatnonzero(score < 1)
-        movable = np.unique(tets[poor].ravel())
-        movable = movable[(movable >= n_fixed) & waiting[movable]]
-        if len(movable) == 0:
-            break
-        for vertex in movable[np.argsort(-np.bincount(tets[poor].ravel(), minlength=len(points))[movable])]:
-            star = star_of[starts[vertex]:starts[vertex + 1]]
-            corners = points[tets[star]]
-            here = tets[star] == vertex
-            current = _tet_scores(corners, min_dihedral_deg, min_radius_ratio).min()
-            waiting[vertex] = False
-            if current >= 1:
-                continue
-            neighbours = np.unique(tets[star].ravel())
-            neighbours = neighbours[neighbours != vertex]
-            length = np.linalg.norm(points[neighbours] - points[vertex], axis=1).mean()
-            candidates = np.concatenate([points[neighbours].mean(axis=0)[None],
-                                         points[vertex] + length * scales * directions])
-            trial = np.broadcast_to(corners, (len(candidates), *corners.shape)).copy()
-            trial[:, here] = candidates[:, None, :]
-            worst = _tet_scores(trial, min_dihedral_deg, min_radius_ratio).min(axis=1)
-            best = int(np.argmax(worst))
-            if worst[best] > current:
-                points[vertex] = candidates[best]
-                waiting[neighbours] = True
-                waiting[vertex] = worst[best] < 1
-    return points
 
 
 def quality_report(mesh: cs.TetMesh) -> dict[str, Any]:

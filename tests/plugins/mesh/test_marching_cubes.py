@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import cellscape as cs
+from cellscape_plugins.mesh._edges import unique_edges
 from cellscape_plugins.mesh.marching_cubes import signed_volume
-from cellscape_plugins.mesh.tetrahedralize import open_edges
 
 
 def area(mesh: cs.SurfaceMesh, marker: int | None = None) -> float:
@@ -35,7 +35,7 @@ def test_ball_area_volume_topology_orientation() -> None:
     assert area(mesh) == pytest.approx(4 * np.pi * r_nm**2, rel=0.03)
     assert signed_volume(mesh.vertices, mesh.triangles) == pytest.approx(4 / 3 * np.pi * r_nm**3, rel=0.03)
     assert euler(mesh) == 2
-    assert len(open_edges(mesh.triangles)) == 0
+    assert (unique_edges(mesh.triangles)[2] == 2).all()  # closed: every edge on two triangles
     assert mesh.marker_names == {1: "cell"}
     centre = mesh.vertices.mean(axis=0)
     np.testing.assert_allclose(centre, [275.0, 275.0, 275.0], atol=2.0)  # (n-1)/2 voxels * 10 nm, in (x, y, z)
@@ -72,7 +72,7 @@ def test_label_touching_border_is_closed_with_a_warning() -> None:
     data[:8, 5:15, 5:15] = 1
     with pytest.warns(UserWarning, match="touch the volume border"):
         mesh = cs.method("mesh.marching_cubes")(cs.Labels(data))
-    assert len(open_edges(mesh.triangles)) == 0
+    assert (unique_edges(mesh.triangles)[2] == 2).all()  # closed: every edge on two triangles
 
 
 def test_nested_labels_give_nested_surfaces() -> None:

@@ -1,0 +1,114 @@
+"""Sliver clean-up by vertex relocation, shared by ``mesh.tetrahedralize`` and ``mesh.refine`` (numpy only).
+
+A tetrahedron below the quality targets (minimum dihedral angle, radius ratio) is improved by moving its
+movable corners within their stars: each such vertex tries a few candidate positions (the centroid of its
+neighbours, seeded random offsets of a few sizes) and takes the best one only when every tetrahedron around
+it stays positively oriented and the worst of them gets better. The connectivity never changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["remove_slivers", "tet_scores"]
+
+_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+_FACE_PAIRS = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+
+
+def tet_scores(corners: np.ndarray, min_dihedral_deg: float, min_radius_ratio: float) -> np.ndarray:
+    """Quality of tetrahedra given by their corners, shape (..., 4, 3): min(dihedral / target, ratio / target);
+    ≥ 1 meets both targets, -inf when inverted or flat.
+
+    The same angles and ratios as :func:`~cellscape_plugins.mesh.quality.dihedral_angles` and
+    :func:`~cellscape_plugins.mesh.quality.radius_ratios`, from the outward face normals (the dihedral angle
+    between faces k and l is 180° minus the angle between their normals), for speed in the clean-up loop.
+    """
+    a, b, c, d = (corners[..., i, :] for i in range(4))
+    triple = np.einsum("...j,...j->...", b - a, np.cross(c - a, d - a))
+    face = corners[..., _FACES, :]
+    normal = np.cross(face[..., 1, :] - face[..., 0, :], face[..., 2, :] - face[..., 0, :])
+    # face i's normal points away from corner i when the tetrahedron is positive
+    towards = np.einsum("...ij,...ij->...i", normal, corners - face[..., 0, :])
+    normal = np.where(towards[..., None] > 0, -normal, normal)
+    area2 = np.linalg.norm(normal, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = normal / area2[..., None]
+        cos = -np.einsum("...ij,...ij->...i", unit[..., _FACE_PAIRS[:, 0], :], unit[..., _FACE_PAIRS[:, 1], :])
+        dihedral = np.degrees(np.arccos(np.clip(np.nan_to_num(cos.max(axis=-1), nan=1.0), -1, 1)))
+        e1, e2, e3 = b - a, c - a, d - a
+        offset = (np.einsum("...j,...j->...", e1, e1)[..., None] * np.cross(e2, e3)
+                  + np.einsum("...j,...j->...", e2, e2)[..., None] * np.cross(e3, e1)
+                  + np.einsum("...j,...j->...", e3, e3)[..., None] * np.cross(e1, e2))
+        inradius = np.abs(triple) / area2.sum(axis=-1)
+        circumradius = np.linalg.norm(offset, axis=-1) / (2 * np.abs(triple))
+        ratio = np.nan_to_num(3 * inradius / circumradius, nan=0.0)
+    score = np.minimum(dihedral / max(min_dihedral_deg, 1e-9), ratio / max(min_radius_ratio, 1e-9))
+    return np.where(triple > 0, score, -np.inf)
+
+
+def remove_slivers(points: np.ndarray, tets: np.ndarray, movable: np.ndarray, min_dihedral_deg: float = 8.0,
+                   min_radius_ratio: float = 0.1, rounds: int = 6, seed: int = 0) -> np.ndarray:
+    """Move interior vertices of poor tetrahedra within their stars to raise the worst quality around them.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 3), float
+    tets : ndarray, shape (k, 4), int
+        Positively oriented tetrahedra; their connectivity is not changed.
+    movable : ndarray, shape (n,), bool
+        The points allowed to move: never those on a surface (boundary or interface triangle), which would
+        change the surface and the regions' volumes.
+    min_dihedral_deg, min_radius_ratio : float
+        Targets: a tetrahedron below either is worked on.
+    rounds : int
+        Sweeps over the vertices of poor tetrahedra at most.
+    seed : int
+        Seed of the random candidate offsets (the result is deterministic).
+
+    Returns
+    -------
+    ndarray, shape (n, 3)
+        New points; a vertex moves only when every tetrahedron around it stays positively oriented and the
+        worst of them improves, so the mesh stays valid and each region's volume is unchanged.
+    """
+    points = np.array(points, np.float64)
+    rng = np.random.default_rng(seed)
+    order = np.argsort(tets.ravel(), kind="stable")
+    starts = np.searchsorted(tets.ravel()[order], np.arange(len(points) + 1))
+    star_of = order // 4
+    directions = rng.normal(size=(32, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    scales = np.repeat([0.03, 0.08, 0.15, 0.3], 8)[:, None]
+    # a vertex that found no better place is tried again only after a neighbour moved
+    waiting = np.ones(len(points), bool)
+    for _ in range(rounds):
+        score = tet_scores(points[tets], min_dihedral_deg, min_radius_ratio)
+        poor = np.flatnonzero(score < 1)
+        poor_vertices = np.unique(tets[poor].ravel())
+        poor_vertices = poor_vertices[movable[poor_vertices] & waiting[poor_vertices]]
+        if len(poor_vertices) == 0:
+            break
+        worst_first = np.argsort(-np.bincount(tets[poor].ravel(), minlength=len(points))[poor_vertices])
+        for vertex in poor_vertices[worst_first]:
+            star = star_of[starts[vertex]:starts[vertex + 1]]
+            corners = points[tets[star]]
+            here = tets[star] == vertex
+            current = tet_scores(corners, min_dihedral_deg, min_radius_ratio).min()
+            waiting[vertex] = False
+            if current >= 1:
+                continue
+            neighbours = np.unique(tets[star].ravel())
+            neighbours = neighbours[neighbours != vertex]
+            length = np.linalg.norm(points[neighbours] - points[vertex], axis=1).mean()
+            candidates = np.concatenate([points[neighbours].mean(axis=0)[None],
+                                         points[vertex] + length * scales * directions])
+            trial = np.broadcast_to(corners, (len(candidates), *corners.shape)).copy()
+            trial[:, here] = candidates[:, None, :]
+            worst = tet_scores(trial, min_dihedral_deg, min_radius_ratio).min(axis=1)
+            best = int(np.argmax(worst))
+            if worst[best] > current:
+                points[vertex] = candidates[best]
+                waiting[neighbours] = True
+                waiting[vertex] = worst[best] < 1
+    return points
