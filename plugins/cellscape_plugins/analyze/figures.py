@@ -282,6 +282,28 @@ def sensitivity_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
     return _save(fig, out_dir, title, "sobol")
 
 
+def morris_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """Morris screening (analyze.uq ``screening``): σ against μ* per parameter, at each output's last time."""
+    plt = _pyplot()
+    outputs = list(dict.fromkeys(table.columns["output"].tolist()))
+    fig, axes = plt.subplots(1, len(outputs), figsize=(5 * len(outputs), 4.2), squeeze=False, layout="constrained")
+    for ax, output in zip(axes[0], outputs, strict=True):
+        rows = table.columns["output"] == output
+        chosen = rows & (table.columns["time_s"] == table.columns["time_s"][rows].max())
+        mu_star, sigma = table.columns["mu_star"][chosen], table.columns["sigma"][chosen]
+        ax.scatter(mu_star, sigma, color="#4c72b0")
+        for name, x, y in zip(table.columns["parameter"][chosen], mu_star, sigma, strict=True):
+            ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=9)
+        top = max(float(mu_star.max()), float(sigma.max()), 1e-12) * 1.15
+        ax.plot([0, top], [0, top], color="#999", linestyle="--", linewidth=0.8)  # σ = μ*: strongly nonlinear
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        _label_axes(ax, f"{output} at t = {table.columns['time_s'][chosen].max():g} s", "μ* (mean |effect|)",
+                    "σ (spread of effects)")
+    fig.suptitle(title)
+    return _save(fig, out_dir, title, "morris")
+
+
 def monte_carlo_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
     """Monte Carlo statistics (analyze.uq ``table``): mean and the outermost quantiles over time, per output."""
     plt = _pyplot()
@@ -356,6 +378,8 @@ def analysis_figures(table: cs.Table, out_dir: Path, title: str) -> list[Path] |
         return None
     if _has(table, "parameter", "S1", "ST", "S1_conf", "ST_conf", "output", "time_s"):
         return [sensitivity_figure(table, out_dir, title)]
+    if _has(table, "parameter", "mu_star", "sigma", "output", "time_s"):
+        return [morris_figure(table, out_dir, title)]
     if _has(table, "output", "time_s", "mean") and any(c.startswith("q") for c in table.columns):
         return [monte_carlo_figure(table, out_dir, title)]
     if _has(table, "output", "time_s", "observed", "predicted", "standardized"):
@@ -368,7 +392,7 @@ def analysis_figures(table: cs.Table, out_dir: Path, title: str) -> list[Path] |
 
 
 def table_figures(table: cs.Table, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """Analysis tables (Sobol bars, Monte Carlo bands, fit curves and residuals, scree plot, embedding) by
+    """Analysis tables (Sobol bars, Morris plane, Monte Carlo bands, fit curves and residuals, scree plot, embedding) by
     their columns; otherwise a time course plot for tables with a ``time_s`` column (others: HTML only)."""
     analysis = analysis_figures(table, Path(out_dir), title)
     if analysis is not None:

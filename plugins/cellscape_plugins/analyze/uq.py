@@ -1,4 +1,4 @@
-"""``analyze.uq``: Monte Carlo propagation of parameter distributions and Sobol sensitivity indices.
+"""``analyze.uq``: Monte Carlo propagation of parameter distributions, Sobol indices, Morris screening.
 
 Monte Carlo
     θ drawn from the parameters' distributions by inverse transform of a
@@ -18,7 +18,11 @@ Sobol indices (Saltelli sampling)
     The indices measure shares of variance of each output over the joint
     distribution of the parameters, which is assumed independent.
 
-With ``surrogate: gp`` both studies run on a Gaussian-process surrogate
+Morris screening
+    ``r`` one-at-a-time trajectories (r (d + 1) runs) give each parameter's
+    elementary effects; μ* ranks influence, σ flags nonlinearity or interactions.
+
+With ``surrogate: gp`` the studies run on a Gaussian-process surrogate
 trained on ``surrogate_points`` solver runs over the parameters' box, whose
 error on ``validation_points`` further runs is reported (``runs`` table).
 
@@ -40,7 +44,8 @@ import cellscape as cs
 
 from ._forward import CachedForward, ForwardFailure, ParameterSpec, SolverForward, parse_parameters
 
-__all__ = ["UQ", "UQParams", "monte_carlo", "saltelli_samples", "sobol_indices", "sobol_study"]
+__all__ = ["UQ", "UQParams", "monte_carlo", "morris_study", "morris_trajectories", "saltelli_samples", "sobol_indices",
+           "sobol_study"]
 
 _EDGE = 1e-12
 
@@ -183,6 +188,75 @@ def sobol_study(forward: CachedForward, specs: list[ParameterSpec], n: int, seed
     return result
 
 
+MORRIS_LEVELS = 4
+
+
+def morris_trajectories(r: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Morris one-at-a-time trajectories on a 4-level grid of probabilities.
+
+    The grid is the mid-quantiles (k + ½)/4, k = 0..3, so every level maps to a finite parameter value
+    for any distribution; each step moves one parameter two levels (Δ = ½ in probability), up from the lower
+    half and down from the upper half, in a random order.
+
+    Returns
+    -------
+    points : ndarray, shape (r, d + 1, d)
+        Probabilities along each trajectory.
+    moved : ndarray, shape (r, d), int
+        Which parameter the j-th step of each trajectory moves.
+    steps : ndarray, shape (r, d)
+        The signed step (±½) of that move.
+    """
+    rng = np.random.default_rng(seed)
+    levels = (np.arange(MORRIS_LEVELS) + 0.5) / MORRIS_LEVELS
+    delta = MORRIS_LEVELS / (2 * (MORRIS_LEVELS - 1)) * (levels[-1] - levels[0])
+    points = np.empty((r, d + 1, d))
+    moved = np.empty((r, d), dtype=np.int64)
+    steps = np.empty((r, d))
+    for t in range(r):
+        x = levels[rng.integers(0, MORRIS_LEVELS, d)]
+        points[t, 0] = x
+        order = rng.permutation(d)
+        for j, i in enumerate(order):
+            step = delta if x[i] + delta <= levels[-1] + 1e-12 else -delta
+            x = x.copy()
+            x[i] += step
+            points[t, j + 1] = x
+            moved[t, j], steps[t, j] = i, step
+    return points, moved, steps
+
+
+def morris_study(forward: CachedForward, specs: list[ParameterSpec], r: int, seed: int) -> dict[str, Any]:
+    """Elementary effects: μ* (mean |EE|), μ (mean EE) and σ (their SD) per parameter and output.
+
+    An elementary effect is the change of an output when one parameter moves Δ = ½ in probability,
+    divided by Δ (output units per unit of probability: for a uniform parameter, per its whole range).
+    A trajectory with a failed run loses only the effects that need that run.
+
+    Returns
+    -------
+    dict
+        ``mu_star``, ``mu``, ``sigma`` (d, m); ``n_effects`` (d,) effects per parameter; ``n_runs`` r (d + 1).
+    """
+    d = len(specs)
+    points, moved, steps = morris_trajectories(r, d, seed)
+    outputs = forward.batch(_to_parameters(points.reshape(-1, d), specs)).reshape(r, d + 1, -1)
+    effects: list[list[np.ndarray]] = [[] for _ in range(d)]
+    for t in range(r):
+        for j in range(d):
+            change = (outputs[t, j + 1] - outputs[t, j]) / steps[t, j]
+            if np.isfinite(change).all():
+                effects[moved[t, j]].append(change)
+    if any(not e for e in effects):
+        first = forward.failures[0][1] if forward.failures else "none"
+        raise ForwardFailure(f"no elementary effect could be computed for some parameter; first error: {first}")
+    stacked = [np.stack(e) for e in effects]
+    return {"mu_star": np.stack([np.abs(e).mean(axis=0) for e in stacked]),
+            "mu": np.stack([e.mean(axis=0) for e in stacked]),
+            "sigma": np.stack([e.std(axis=0, ddof=1) if len(e) > 1 else np.zeros(e.shape[1]) for e in stacked]),
+            "n_effects": np.array([len(e) for e in stacked]), "n_runs": r * (d + 1)}
+
+
 @attrs.frozen
 class UQParams:
     solver_params: dict[str, Any] = cs.param(help="the solver's parameters as in a solve step (its model included)")
@@ -194,9 +268,10 @@ class UQParams:
     solver: str = cs.param("solve.reaction_diffusion", help="the solve method used as the forward model")
     solver_output: str = cs.param("probes", help="the solver's Table output holding the columns")
     analyses: list[str] = cs.param(["monte_carlo", "sobol"],
-                                   help="which studies to run: monte_carlo and/or sobol")
+                                   help="which studies to run: monte_carlo, sobol and/or morris (screening)")
     n_samples: int = cs.param(256, ge=2, help="Monte Carlo samples (antithetic pairs)")
     n_sobol: int = cs.param(256, ge=4, help="Saltelli base samples N; the Sobol study runs N (d + 2) simulations")
+    n_trajectories: int = cs.param(20, ge=2, help="Morris trajectories; the screening runs r (d + 1) simulations")
     n_bootstrap: int = cs.param(200, ge=0, help="bootstrap resamples for the Sobol confidence half-widths (95 %)")
     quantiles: list[float] = cs.param([0.05, 0.5, 0.95], gt=0, lt=1, help="probabilities of the reported quantiles")
     seed: int = cs.param(0, help="seed of the sampling")
@@ -209,9 +284,10 @@ class UQParams:
 
     def __attrs_post_init__(self) -> None:
         parse_parameters(self.parameters, "analyze.uq", require_bounds=False, distributions=True)
-        unknown = sorted(set(self.analyses) - {"monte_carlo", "sobol"})
+        unknown = sorted(set(self.analyses) - {"monte_carlo", "sobol", "morris"})
         if unknown or not self.analyses:
-            raise cs.InputError(f"analyze.uq: parameter 'analyses' must list monte_carlo and/or sobol, got {self.analyses}")
+            raise cs.InputError("analyze.uq: parameter 'analyses' must list monte_carlo, sobol and/or morris, "
+                                f"got {self.analyses}")
         if not self.outputs:
             raise cs.InputError("analyze.uq: parameter 'outputs' is empty; name the solver output columns to study")
         if not self.times_s:
@@ -234,6 +310,9 @@ class UQ(cs.Analyzer):
         One row per output, time and parameter: ``output``, ``time_s``, ``parameter``, ``S1``, ``S1_conf``,
         ``ST``, ``ST_conf`` (dimensionless; conf = 95 % bootstrap half-width), ``n_rows``, ``n_excluded``.
         Empty without ``sobol``.
+    screening : Table
+        Morris elementary effects, one row per output, time and parameter: ``output``, ``time_s``, ``parameter``,
+        ``mu_star``, ``mu``, ``sigma`` (output units per unit of probability), ``n_effects``. Empty without ``morris``.
     samples : Table
         The Monte Carlo samples: one column per parameter, one per output ``"<column>@<t>s"``, and ``ok``
         (1 when the run succeeded).
@@ -244,7 +323,7 @@ class UQ(cs.Analyzer):
     name = "analyze.uq"
     Params = UQParams
     inputs = {"mesh": cs.Port(cs.TetMesh, help="the mesh the solver runs on")}
-    outputs = {"table": cs.Table, "sensitivity": cs.Table, "samples": cs.Table, "runs": cs.Table}
+    outputs = {"table": cs.Table, "sensitivity": cs.Table, "screening": cs.Table, "samples": cs.Table, "runs": cs.Table}
 
     def analyze(self, mesh: cs.TetMesh) -> dict[str, cs.Table]:  # type: ignore[override]
         p = self.params
@@ -333,7 +412,19 @@ class UQ(cs.Analyzer):
             }, {"time_s": "s", "S1": "", "ST": "", "S1_conf": "", "ST_conf": ""},
                 f"Sobol indices (Saltelli, N = {p.n_sobol}, {sobol['n_runs']} runs; "
                 f"{sobol['n_excluded']} rows excluded for failed runs)")
-        return {"table": table, "sensitivity": sensitivity, "samples": samples, "runs": runs_table(forward)}
+        screening = cs.Table({"output": np.array([], str), "time_s": np.zeros(0), "parameter": np.array([], str)},
+                             {"time_s": "s"}, "Morris screening")
+        if "morris" in p.analyses:
+            morris = morris_study(forward, specs, p.n_trajectories, p.seed)
+            d = len(specs)
+            screening = cs.Table({
+                "output": np.repeat(names, d), "time_s": np.repeat(at, d),
+                "parameter": np.tile(np.array([s.name for s in specs]), len(names)),
+                "mu_star": morris["mu_star"].T.ravel(), "mu": morris["mu"].T.ravel(), "sigma": morris["sigma"].T.ravel(),
+                "n_effects": np.tile(morris["n_effects"], len(names)),
+            }, {"time_s": "s"}, f"Morris screening ({p.n_trajectories} trajectories, {morris['n_runs']} runs)")
+        return {"table": table, "sensitivity": sensitivity, "screening": screening, "samples": samples,
+                "runs": runs_table(forward)}
 
 
 def runs_table(forward: CachedForward, extra: Mapping[str, float] | None = None) -> cs.Table:

@@ -1,4 +1,4 @@
-"""The report figures of analysis tables: Sobol bars, Monte Carlo bands, fit curves, scree plot, embedding."""
+"""The report figures of analysis tables: Sobol bars, Morris plane, Monte Carlo bands, fit curves, scree plot, embedding."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def analysis_tables() -> dict[str, cs.Table]:
     specs = parse_parameters({"a": {"bounds": [0.5, 2.0]}, "k": {"bounds": [0.1, 1.0]}}, "test",
                              require_bounds=False, distributions=True)
     uq = cs.method("analyze.uq", solver_params={}, parameters={"a": {"bounds": [0.5, 2.0]}, "k": {"bounds": [0.1, 1.0]}},
-                   outputs=["A", "B"], times_s=TIMES.tolist(), n_samples=64, n_sobol=64, n_bootstrap=10)
+                   outputs=["A", "B"], times_s=TIMES.tolist(), n_samples=64, n_sobol=64, n_bootstrap=10,
+                   analyses=["monte_carlo", "sobol", "morris"], n_trajectories=6)
     studied = uq.study(CachedForward(decay, 6), specs, ["A", "B"], TIMES)
     observed = decay(np.array([1.2, 0.4])) + 0.01 * np.random.default_rng(0).standard_normal(6)
     fit = cs.method("analyze.fit", solver_params={}, parameters={"a": {"bounds": [0.5, 2.0]}, "k": {"bounds": [0.1, 1.0]}})
@@ -30,11 +31,11 @@ def analysis_tables() -> dict[str, cs.Table]:
     rng = np.random.default_rng(1)
     data = np.concatenate([rng.normal(0, 1, (20, 3)), rng.normal(6, 1, (20, 3))])
     reduced = cs.method("analyze.reduce", clustering="none")(table=cs.Table({n: data[:, j] for j, n in enumerate("xyz")}))
-    return {"sobol": studied["sensitivity"], "montecarlo": studied["table"], "fit": fitted["residuals"],
+    return {"sobol": studied["sensitivity"], "morris": studied["screening"], "montecarlo": studied["table"], "fit": fitted["residuals"],
             "components": reduced["table"], "embedding": reduced["scores"]}
 
 
-@pytest.mark.parametrize("kind", ["sobol", "montecarlo", "fit", "components", "embedding"])
+@pytest.mark.parametrize("kind", ["sobol", "morris", "montecarlo", "fit", "components", "embedding"])
 def test_analysis_tables_get_their_figure(kind: str, tmp_path) -> None:
     import matplotlib.image
 

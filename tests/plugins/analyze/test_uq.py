@@ -10,7 +10,7 @@ from meshes import cube_mesh
 
 import cellscape as cs
 from cellscape_plugins.analyze._forward import CachedForward, ForwardFailure, parse_parameters
-from cellscape_plugins.analyze.uq import monte_carlo, sobol_study
+from cellscape_plugins.analyze.uq import monte_carlo, morris_study, morris_trajectories, sobol_study
 
 A, B = 7.0, 0.1
 
@@ -65,6 +65,20 @@ def test_sobol_indices_of_a_linear_model_are_its_variance_shares() -> None:
     np.testing.assert_allclose(result["total"][:, 0], [0.2, 0.8], atol=0.02)
 
 
+def test_morris_effects_of_a_linear_model_are_exact_and_an_interaction_shows_in_sigma() -> None:
+    specs = box(u=(0.0, 2.0), v=(-1.0, 1.0), w=(5.0, 6.0))
+    linear = morris_study(CachedForward(lambda t: np.array([3 * t[0] - 2 * t[1]]), 1), specs, 10, seed=0)
+    np.testing.assert_allclose(linear["mu_star"][:, 0], [6.0, 4.0, 0.0], atol=1e-12)  # |a| × range
+    np.testing.assert_allclose(linear["mu"][:, 0], [6.0, -4.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(linear["sigma"][:, 0], 0.0, atol=1e-12)
+    assert linear["n_runs"] == 40 and (linear["n_effects"] == 10).all()
+    product = morris_study(CachedForward(lambda t: np.array([t[0] * t[1]]), 1), specs, 30, seed=1)
+    assert (product["sigma"][:2, 0] > 0.3).all() and product["mu_star"][2, 0] == 0.0
+    points, moved, steps = morris_trajectories(5, 3, seed=2)
+    assert np.isin(points, [0.125, 0.375, 0.625, 0.875]).all() and (np.abs(steps) == 0.5).all()
+    assert all(sorted(row) == [0, 1, 2] for row in moved)  # each parameter moves once per trajectory
+
+
 def test_failed_runs_are_recorded_and_excluded_not_dropped() -> None:
     specs = box(u=(0.0, 1.0), v=(0.0, 1.0))
 
@@ -102,8 +116,11 @@ def test_uq_of_a_decay_rate_through_the_solver(tmp_path) -> None:
     mesh = cube_mesh(2, 1000.0)
     uq = cs.method("analyze.uq", solver_params=SOLVER, outputs=["mean_A_cube"], times_s=[1.0, 2.0],
                    parameters={"k": {"bounds": [0.2, 1.0]}, "D": {"bounds": [0.5, 2.0], "path": "model.species.A.D"}},
-                   n_samples=32, n_sobol=32, n_bootstrap=20, cache_dir=str(tmp_path / "cache"))
+                   n_samples=32, n_sobol=32, n_bootstrap=20, cache_dir=str(tmp_path / "cache"),
+                   analyses=["monte_carlo", "sobol", "morris"], n_trajectories=4)
     out = uq(mesh)
+    screening = {(r["time_s"], r["parameter"]): r for r in out["screening"].rows()}
+    assert screening[(2.0, "D")]["mu_star"] < 1e-6 < screening[(2.0, "k")]["mu_star"]
     mc = {r["time_s"]: r for r in out["table"].rows()}
     for t in (1.0, 2.0):  # E[exp(-k t)] for k ~ U(0.2, 1)
         exact = (math.exp(-0.2 * t) - math.exp(-1.0 * t)) / (0.8 * t)
@@ -114,7 +131,7 @@ def test_uq_of_a_decay_rate_through_the_solver(tmp_path) -> None:
     assert sens[(2.0, "k")]["S1"] == pytest.approx(1.0, abs=0.05) and sens[(2.0, "k")]["ST"] == pytest.approx(1.0, abs=0.05)
     assert abs(sens[(2.0, "D")]["ST"]) < 1e-6
     runs = {r["quantity"]: r["value"] for r in out["runs"].rows()}
-    assert runs["forward_runs"] + runs["memory_cache_hits"] == 32 + 32 * 4 and runs["failed_runs"] == 0
+    assert runs["forward_runs"] + runs["memory_cache_hits"] == 32 + 32 * 4 + 4 * 3 and runs["failed_runs"] == 0
     computed = runs["forward_runs"]
     again = uq(mesh)  # a second study reuses every simulation from the disk cache
     runs = {r["quantity"]: r["value"] for r in again["runs"].rows()}
@@ -129,8 +146,8 @@ def test_uq_bad_inputs_have_clear_messages() -> None:
         cs.method("analyze.uq", parameters={"k": {"initial": 1.0}}, **base)
     with pytest.raises(cs.InputError, match="distribution 'gamma' is not one of uniform, normal, lognormal"):
         cs.method("analyze.uq", parameters={"k": {"distribution": "gamma"}}, **base)
-    with pytest.raises(cs.InputError, match="'analyses' must list monte_carlo and/or sobol"):
-        cs.method("analyze.uq", parameters={"k": {"bounds": [0.1, 1]}}, analyses=["morris"], **base)
+    with pytest.raises(cs.InputError, match="'analyses' must list monte_carlo, sobol and/or morris, got \\['fast'\\]"):
+        cs.method("analyze.uq", parameters={"k": {"bounds": [0.1, 1]}}, analyses=["fast"], **base)
     with pytest.raises(cs.InputError, match=r"'model.parameters.kk' does not exist: model.parameters has no 'kk' "
                                             r"\(it holds: k\)"):
         cs.method("analyze.uq", parameters={"kk": {"bounds": [0.1, 1]}}, **base)(mesh)
