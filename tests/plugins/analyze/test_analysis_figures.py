@@ -31,8 +31,8 @@ def analysis_tables() -> dict[str, cs.Table]:
     rng = np.random.default_rng(1)
     data = np.concatenate([rng.normal(0, 1, (20, 3)), rng.normal(6, 1, (20, 3))])
     reduced = cs.method("analyze.reduce", clustering="none")(table=cs.Table({n: data[:, j] for j, n in enumerate("xyz")}))
-    return {"sobol": studied["sensitivity"], "morris": studied["screening"], "montecarlo": studied["table"], "fit": fitted["residuals"],
-            "components": reduced["table"], "embedding": reduced["scores"]}
+    return {"sobol": studied["sensitivity"], "morris": studied["screening"], "montecarlo": studied["table"],
+            "fit": fitted["residuals"], "components": reduced["table"], "embedding": reduced["scores"]}
 
 
 @pytest.mark.parametrize("kind", ["sobol", "morris", "montecarlo", "fit", "components", "embedding"])

@@ -69,6 +69,8 @@ def test_fit_tables_and_a_cached_refit(mesh: cs.TetMesh, clean: cs.Table, tmp_pa
     assert corr["k"][0] == pytest.approx(1.0) and -1 < corr["D"][0] < 1
     computed = {r["quantity"]: r["value"] for r in out["runs"].rows()}["forward_runs"]
     assert computed > 5
+    threaded = cs.method("analyze.fit", solver_params=SOLVER, parameters=PARAMETERS, workers=2)(mesh, observed)
+    np.testing.assert_allclose(threaded["table"].columns["estimate"], out["table"].columns["estimate"], rtol=1e-10)
     again = fit(mesh, observed)  # a refit reruns no simulation
     runs = {r["quantity"]: r["value"] for r in again["runs"].rows()}
     assert runs["forward_runs"] == 0 and runs["disk_cache_hits"] > 0

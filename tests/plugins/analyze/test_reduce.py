@@ -54,8 +54,8 @@ def test_pod_without_noise_is_exact_and_reconstructs_the_snapshots() -> None:
     fields, _, _ = three_mode_fields(noise=0.0)
     out = cs.method("analyze.reduce", n_components=3)(fields=fields)
     assert out["table"].columns["cumulative"][2] == pytest.approx(1.0, abs=1e-12)
-    s, l = out["scores"].columns, out["loadings"].columns
-    rebuilt = l["mean"][None] + sum(s[f"pc{k}"][:, None] * l[f"mode{k}"][None] for k in (1, 2, 3))
+    scores, modes = out["scores"].columns, out["loadings"].columns
+    rebuilt = modes["mean"][None] + sum(scores[f"pc{k}"][:, None] * modes[f"mode{k}"][None] for k in (1, 2, 3))
     np.testing.assert_allclose(rebuilt, fields.values["A"], atol=1e-10)
 
 
