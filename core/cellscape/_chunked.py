@@ -20,6 +20,11 @@ memory-mapped file one slab of chunks (along z) at a time. Peak memory is set
 by one slab (its chunks grown by their halos), not by the volume's depth. Other
 inputs (e.g. a trained model) are given whole to every chunk.
 
+Every Volume/Labels output on the input's grid is assembled from the chunks
+(a classifier's labels and probabilities: one pass computes both). Any other
+output (e.g. the model that was applied) must not depend on the chunk; it is
+taken from the first chunk computed.
+
 With the local executor the chunks run on threads of this process; with the
 Dask executor on the cluster's workers.
 """
@@ -109,11 +114,11 @@ def lazy_volume(source: Artefact | str | os.PathLike[str], chunks: Any = 64) -> 
     return lazy_volume(read(path), chunks)
 
 
-def _run_block(method: Any, port: str, others: Mapping[str, Artefact], output: str, lazy: LazyVolume,
-               block: np.ndarray) -> Artefact:
+def _run_block(method: Any, port: str, others: Mapping[str, Artefact], lazy: LazyVolume,
+               block: np.ndarray) -> dict[str, Artefact]:
     grid = (lazy.voxel_size_nm, lazy.origin_nm)
     piece = Labels(block, lazy.class_names or {}, *grid) if lazy.class_names is not None else Volume(block, *grid)
-    return method._check_outputs(method.run(**others, **{port: piece}))[output]
+    return method._check_outputs(method.run(**others, **{port: piece}))
 
 
 def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: str | os.PathLike[str],
@@ -138,7 +143,8 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
     Returns
     -------
     dict
-        The method's single output: a Volume or Labels backed by a read-only memory-mapped ``.npy`` in ``scratch``.
+        The method's outputs: each Volume or Labels backed by a read-only memory-mapped ``.npy`` in ``scratch``,
+        any other output as the first chunk gave it.
     """
     import dask.array as da
 
@@ -146,10 +152,9 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
     if port is None:
         raise InputError(f"{method.name} is not chunk-safe (it needs the whole volume at once); remove 'chunks:' "
                          "from its step or use a method that declares chunk_port and chunk_halo")
-    outputs = method.output_ports()
-    if len(outputs) != 1 or not all(issubclass(p.kind, (Volume, Labels)) for p in outputs.values()):
-        raise InputError(f"{method.name}: chunked processing needs exactly one Volume or Labels output")
-    output = next(iter(outputs))
+    arrays = [name for name, p in method.output_ports().items() if issubclass(p.kind, (Volume, Labels))]
+    if not arrays:
+        raise InputError(f"{method.name}: chunked processing needs a Volume or Labels output")
     lazy = inputs[port] if isinstance(inputs[port], LazyVolume) else lazy_volume(inputs[port], chunks)
     others = {k: v for k, v in inputs.items() if k != port}
     shape = lazy.shape
@@ -163,68 +168,90 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
     if any(h > s for h, s, n in zip(halo, sizes, shape, strict=True) if s < n):
         raise InputError(f"{method.name}: chunks {sizes} are smaller than the halo {halo} the method needs; "
                          f"use chunks of at least {max(halo)} voxels")
-    # one probe chunk gives the output's dtype and metadata (class names, voxel size)
+    # one probe chunk gives the outputs' dtypes and metadata (class names, voxel size) and the other outputs
     probe_region = tuple(slice(0, min(n, s + h)) for n, s, h in zip(shape, sizes, depth, strict=True))
-    probe = _run_block(method, port, others, output, lazy, np.asarray(array[probe_region].compute(scheduler="sync")))
-    dtype = probe.data.dtype
+    probe_block = np.asarray(array[probe_region].compute(scheduler="sync"))
+    probe = _run_block(method, port, others, lazy, probe_block)
+    for name in arrays:
+        if probe[name].data.shape != probe_block.shape:
+            raise InputError(f"{method.name}: output '{name}' is not on the grid of input '{port}' "
+                             f"({probe[name].data.shape} from a chunk of {probe_block.shape}); it cannot be chunked")
+    # the chunks of all outputs travel together as one structured array: each chunk is computed once
+    packed = np.dtype([(name, probe[name].data.dtype) for name in arrays])
 
     def block(values: np.ndarray) -> np.ndarray:
-        result = _run_block(method, port, others, output, lazy, np.asarray(values))
-        if result.data.dtype != dtype:
-            raise InputError(f"{method.name}: chunks gave different output dtypes ({result.data.dtype} and {dtype})")
-        return np.asarray(result.data)
+        result = _run_block(method, port, others, lazy, np.asarray(values))
+        out = np.empty(values.shape, packed)
+        for name in arrays:
+            if result[name].data.dtype != packed[name]:
+                raise InputError(f"{method.name}: chunks gave different dtypes for output '{name}' "
+                                 f"({result[name].data.dtype} and {packed[name]})")
+            out[name] = result[name].data
+        return out
 
     def slab(start: int, stop: int) -> Any:
         """Output rows start:stop, from input rows grown by the z halo (trimmed again here)."""
         low, high = max(0, start - depth[0]), min(shape[0], stop + depth[0])
         piece = array[low:high].rechunk((high - low, sizes[1], sizes[2]))
-        mapped = da.map_overlap(block, piece, depth=(0, depth[1], depth[2]), boundary="none", trim=True, dtype=dtype,
-                                meta=np.empty((0, 0, 0), dtype))
-        return mapped[start - low:stop - low]
+        mapped = da.map_overlap(block, piece, depth=(0, depth[1], depth[2]), boundary="none", trim=True, dtype=packed,
+                                meta=np.empty((0, 0, 0), packed))[start - low:stop - low]
+        return [mapped[name] for name in arrays]
 
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    target = scratch / f"chunked-{uuid.uuid4().hex}.npy"
-    result = np.lib.format.open_memmap(target, mode="w+", dtype=dtype, shape=shape)
+    run_id = uuid.uuid4().hex
+    targets = {name: scratch / f"chunked-{run_id}-{name}.npy" for name in arrays}
+    results: dict[str, Any] = {}
     slabs = [(start, min(shape[0], start + sizes[0])) for start in range(0, shape[0], sizes[0])]
     try:
+        for name in arrays:
+            results[name] = np.lib.format.open_memmap(targets[name], mode="w+", dtype=packed[name], shape=shape)
         if scheduler == "threads":
-            # one slab of chunks (along z) at a time, each chunk written into the file as soon as it is computed:
+            # one slab of chunks (along z) at a time, each chunk written into the files as soon as it is computed:
             # memory holds one slab's chunks and their halos, whatever the depth of the volume
             for start, stop in slabs:
-                da.store(slab(start, stop), result[start:stop], lock=False, scheduler="threads",
-                         num_workers=workers or os.cpu_count() or 1)
-                result.flush()
-                _release(result)
+                da.store(slab(start, stop), [results[name][start:stop] for name in arrays], lock=False,
+                         scheduler="threads", num_workers=workers or os.cpu_count() or 1)
+                for result in results.values():
+                    result.flush()
+                    _release(result)
         else:
-            # a cluster's workers write their chunks into a Zarr folder beside the result; copied in slabs
+            # a cluster's workers write their chunks into Zarr folders beside the results; copied in slabs
             import dask
             import zarr
 
-            folder = scratch / f"{target.stem}.zarr"
-            store = zarr.open_array(str(folder), mode="w", shape=shape, chunks=sizes, dtype=dtype, zarr_format=2)
-            writes = [da.store(slab(start, stop), store, regions=(slice(start, stop),), lock=False, compute=False)
-                      for start, stop in slabs]
-            dask.compute(*writes, scheduler=scheduler)
+            folders = {name: scratch / f"{targets[name].stem}.zarr" for name in arrays}
             try:
-                for start, stop in slabs:
-                    result[start:stop] = store[start:stop]
-                    result.flush()
-                    _release(result)
+                stores = [zarr.open_array(str(folders[name]), mode="w", shape=shape, chunks=sizes, dtype=packed[name],
+                                          zarr_format=2) for name in arrays]
+                writes = [da.store(slab(start, stop), stores, regions=[(slice(start, stop),)] * len(arrays),
+                                   lock=False, compute=False) for start, stop in slabs]
+                dask.compute(*writes, scheduler=scheduler)
+                for name, store in zip(arrays, stores, strict=True):
+                    for start, stop in slabs:
+                        results[name][start:stop] = store[start:stop]
+                        results[name].flush()
+                        _release(results[name])
             finally:
                 import shutil
 
-                shutil.rmtree(folder, ignore_errors=True)
-        _release(result)  # written pages go to the file, not the process's memory
+                for folder in folders.values():
+                    shutil.rmtree(folder, ignore_errors=True)
+        for result in results.values():
+            _release(result)  # written pages go to the file, not the process's memory
     except BaseException:
-        del result
-        target.unlink(missing_ok=True)
+        results.clear()
+        for target in targets.values():
+            target.unlink(missing_ok=True)
         raise
-    del result
-    data = np.load(target, mmap_mode="r")
-    if isinstance(probe, Labels):
-        return {output: Labels(data, probe.class_names, lazy.voxel_size_nm, lazy.origin_nm)}
-    return {output: Volume(data, lazy.voxel_size_nm, lazy.origin_nm)}
+    results.clear()
+    outputs: dict[str, Artefact] = {name: value for name, value in probe.items() if name not in arrays}
+    for name in arrays:
+        data = np.load(targets[name], mmap_mode="r")
+        grid = (lazy.voxel_size_nm, lazy.origin_nm)
+        outputs[name] = (Labels(data, probe[name].class_names, *grid) if isinstance(probe[name], Labels)
+                         else Volume(data, *grid))
+    return {name: outputs[name] for name in probe}  # in the method's order
 
 
 def _release(array: np.memmap) -> None:

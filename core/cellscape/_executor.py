@@ -268,7 +268,7 @@ def compute_chunked_step(store_root: str, method_cls: type, params: Any, inputs:
     stored = {}
     for name, artefact in outputs.items():
         stored[name] = {"hash": store.put(artefact), "kind": artefact.kind}
-        backing = getattr(artefact.data, "filename", None)
+        backing = getattr(getattr(artefact, "data", None), "filename", None)  # a model has no array
         del artefact
         if backing is not None:
             Path(backing).unlink(missing_ok=True)

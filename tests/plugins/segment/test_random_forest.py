@@ -215,6 +215,66 @@ def test_chunked_prediction_equals_whole_volume_prediction(phantom, trained) -> 
         np.testing.assert_array_equal(chunked["probability"].data, whole["probability"].data)
 
 
+def test_runner_chunks_equal_the_whole_volume_and_need_the_halo(phantom, trained, tmp_path: Path) -> None:
+    from cellscape._chunked import run_chunked
+
+    small = cs.Volume(phantom[0].data[5:45, 2:40, 20:64], (8.0, 4.0, 4.0))  # anisotropic: z halo differs from y, x
+    method = RandomForest(**FAST)
+    # the bank's reach: int(4σ + 0.5) of the largest σ (3.5 voxels of the finest axis, 1.75 along z) plus the
+    # structure tensor's outer radius (σ/2)
+    assert method.chunk_halo(small.voxel_size_nm) == (7 + 4, 14 + 7, 14 + 7)
+    whole = method(small, model=trained["model"])
+    out = run_chunked(method, {"volume": small, "model": trained["model"]}, (12, 24, 22), tmp_path)
+    assert list(out) == ["labels", "probability", "model"] and out["model"] is trained["model"]
+    assert isinstance(out["labels"].data, np.memmap) and out["labels"].class_names == CLASSES
+    np.testing.assert_array_equal(np.asarray(out["labels"].data), whole["labels"].data)
+    np.testing.assert_allclose(np.asarray(out["probability"].data), whole["probability"].data, rtol=0, atol=1e-6)
+
+    class NoHalo(RandomForest):  # without the halo (and without the check that refuses a model reaching beyond it)
+        def chunk_halo(self, voxel_size_nm):
+            return (0, 0, 0)
+
+        def _check_reach(self, volume):
+            pass
+
+    wrong = run_chunked(NoHalo(method.params), {"volume": small, "model": trained["model"]}, (12, 24, 22), tmp_path)
+    assert np.abs(np.asarray(wrong["probability"].data) - whole["probability"].data).max() > 0.05
+
+
+APPLY = """\
+version: 1
+steps:
+  - id: apply
+    use: segment.random_forest
+    inputs: {{volume: {{file: v.ome.zarr}}, model: {{file: forest.npz}}}}
+    with: {{scales: [1.0, 1.6, 3.5]}}
+    {chunks}
+"""
+
+
+def test_spec_step_with_chunks_equals_the_whole_volume_prediction(phantom, trained, tmp_path: Path) -> None:
+    cs.write(phantom[0], tmp_path / "v.ome.zarr")
+    cs.write(trained["model"], tmp_path / "forest.npz")
+    (tmp_path / "whole.yaml").write_text(APPLY.format(chunks=""))
+    (tmp_path / "chunked.yaml").write_text(APPLY.format(chunks="chunks: [24, 32, 40]"))  # halo 21: 3 x 2 x 2 chunks
+    whole = cs.run(tmp_path / "whole.yaml", run_dir=tmp_path / "run", report=False)
+    chunked = cs.run(tmp_path / "chunked.yaml", run_dir=tmp_path / "run", report=False)
+    assert chunked.computed == ["apply"]
+    np.testing.assert_array_equal(chunked.artefact("apply", "labels").data, whole.artefact("apply", "labels").data)
+    np.testing.assert_allclose(chunked.artefact("apply", "probability").data,
+                               whole.artefact("apply", "probability").data, rtol=0, atol=1e-6)
+    assert dice(chunked.artefact("apply", "labels").data == 2, phantom[1] == 2) >= 0.93
+    assert chunked.artefact("apply", "model").meta["n_features"] == 30
+    assert not list((tmp_path / "run" / "store" / "scratch").glob("*.npy"))  # the scratch copies are gone
+
+
+def test_a_model_reaching_beyond_the_declared_halo_is_refused(phantom, trained) -> None:
+    # the halo is declared from the parameters (scales [1.0]: radius 4 + 2); the model's filters reach 14 + 7
+    with pytest.raises(cs.InputError, match=r"reach \(21, 21, 21\) voxels, beyond the halo \(6, 6, 6\).*set "
+                       r"'scales' to \[1.0, 1.6, 3.5\]"):
+        RandomForest(scales=[1.0])(phantom[0], model=trained["model"])
+
+
 def test_same_seed_same_forest_other_seed_other_forest(phantom) -> None:
     volume, _, labels = phantom
     small = {"n_trees": 5, "scales": [1.0, 3.5], "features": ["gaussian", "hessian_eigenvalues"]}
