@@ -350,11 +350,14 @@ class SolverForward:
         Times of the outputs. When the solver has ``output_times_s`` they are asked for exactly;
         otherwise they must be among the solver's own output times.
     columns : list of str
-        Columns of the solver's output table ``output`` to compare (e.g. ``mean_A_cytosol``).
+        Columns of the solver's output table ``output`` to compare (e.g. ``mean_A_cytosol``), or species
+        when ``output`` is a Fields output.
     output : str
-        Which output of the solver holds them (a Table with ``time_s``; ``probes`` for the built-in solvers).
+        Which output of the solver holds them: a Table with ``time_s`` (``probes`` for the built-in solvers)
+        or Fields (``fields``: every node's value, for fits to field snapshots).
 
-    The outputs are the columns one after another: ``y[j * n_t + i]`` is column j at time i.
+    The outputs are the columns one after another: ``y[j * n_t + i]`` is column j at time i; for Fields,
+    species j at time i is the block of ``n_points`` values starting at ``(j * n_t + i) * n_points``.
     """
 
     def __init__(self, where: str, solver: str, solver_params: Mapping[str, Any], parameters: Sequence[ParameterSpec],
@@ -368,9 +371,10 @@ class SolverForward:
             names = ", ".join(m.name for m in cs.methods("solve"))
             raise cs.InputError(f"{where}: solver '{solver}' is not a registered solve method; known: {names}") from None
         param_names = {p.name for p in info.params}
-        if output not in info.outputs or info.outputs[output] != "Table":
-            raise cs.InputError(f"{where}: solver '{solver}' has no Table output '{output}'; outputs: "
+        if output not in info.outputs or info.outputs[output] not in ("Table", "Fields"):
+            raise cs.InputError(f"{where}: solver '{solver}' has no Table or Fields output '{output}'; outputs: "
                                 f"{', '.join(info.outputs)}")
+        self.fields = info.outputs[output] == "Fields"
         self.sets_times = "output_times_s" in param_names
         if self.sets_times:
             t_end = float(self.base.get("t_end_s", next(p.default for p in info.params if p.name == "t_end_s")))
@@ -388,7 +392,7 @@ class SolverForward:
 
     @property
     def n_outputs(self) -> int:
-        return len(self.columns) * len(self.times_s)
+        return len(self.columns) * len(self.times_s) * (len(self.mesh.points) if self.fields else 1)
 
     def params_at(self, theta: np.ndarray) -> dict[str, Any]:
         """The solver's parameters with θ put in place."""
@@ -397,19 +401,21 @@ class SolverForward:
             set_path(params, spec.path, float(value), self.where)
         return params
 
-    def table_at(self, theta: np.ndarray) -> cs.Table:
-        """The solver's output table at θ."""
+    def output_at(self, theta: np.ndarray) -> cs.Table | cs.Fields:
+        """The solver's compared output (a Table or Fields) at θ."""
         outputs = cs.method(self.solver, **self.params_at(theta)).run(mesh=self.mesh)
         return outputs[self.output]  # type: ignore[return-value]
 
-    def check_table(self, table: cs.Table) -> np.ndarray:
-        """Rows of ``table`` at the wanted times, after checking its columns and times match the observations."""
-        missing = [c for c in self.columns if c not in table.columns]
+    def check_output(self, output: cs.Table | cs.Fields) -> np.ndarray:
+        """Rows (time indices) of the output at the wanted times, after checking its columns/species and times."""
+        names = list(output.values) if isinstance(output, cs.Fields) else list(output.columns)
+        missing = [c for c in self.columns if c not in names]
         if missing:
-            available = ", ".join(c for c in table.columns if c != "time_s")
-            raise cs.InputError(f"{self.where}: observed column(s) {missing} are not outputs of {self.solver}; "
-                                f"its '{self.output}' table has: {available} (name the observed columns like these)")
-        model_times = np.asarray(table.columns["time_s"], float)
+            available = ", ".join(c for c in names if c != "time_s")
+            what = "species" if self.fields else "column(s)"
+            raise cs.InputError(f"{self.where}: observed {what} {missing} are not outputs of {self.solver}; "
+                                f"its '{self.output}' output has: {available} (name the observations like these)")
+        model_times = np.asarray(output.times_s if isinstance(output, cs.Fields) else output.columns["time_s"], float)
         rows = _matching_rows(model_times, self.times_s)
         if rows is None:
             raise cs.InputError(f"{self.where}: the observed times {self.times_s.tolist()} s are not among the solver's "
@@ -417,6 +423,8 @@ class SolverForward:
         return rows
 
     def __call__(self, theta: np.ndarray) -> np.ndarray:
-        table = self.table_at(theta)
-        rows = self.check_table(table)
-        return np.concatenate([np.asarray(table.columns[c], float)[rows] for c in self.columns])
+        output = self.output_at(theta)
+        rows = self.check_output(output)
+        if isinstance(output, cs.Fields):
+            return np.concatenate([np.asarray(output.values[c], float)[rows].ravel() for c in self.columns])
+        return np.concatenate([np.asarray(output.columns[c], float)[rows] for c in self.columns])

@@ -4,7 +4,8 @@ The forward model is a solver step (``solve.reaction_diffusion`` by default)
 whose named model constants (or any number inside its parameters, by
 ``path``) are the unknowns θ. Its output table (``probes``: mean of each
 species per region, amounts, probe values over time) is compared with an
-observed table holding ``time_s`` and columns of the same names::
+observed table holding ``time_s`` and columns of the same names, or its
+fields with observed field snapshots on the same mesh (every node's value)::
 
     minimize  ½ Σ_i ((f_i(θ) − y_i) / σ_i)²    subject to  low ≤ θ ≤ high
 
@@ -249,6 +250,28 @@ def observed_arrays(where: str, observed: cs.Table, columns: list[str] | None,
     return times, list(columns), vector, sigma
 
 
+def field_arrays(where: str, observed: cs.Fields, mesh: cs.TetMesh,
+                 species: list[str] | None) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Times, fitted species and the observation vector (species, then time, then node) of field snapshots.
+
+    Raises
+    ------
+    cellscape.InputError
+        Snapshots on another mesh (node count or positions), unknown species.
+    """
+    if observed.mesh.points.shape != mesh.points.shape or not np.allclose(
+            observed.mesh.points, mesh.points, atol=1e-6 * max(float(np.ptp(mesh.points)), 1.0)):
+        raise cs.InputError(f"{where}: the observed fields live on a mesh of {len(observed.mesh.points)} nodes that is "
+                            f"not the solver's mesh ({len(mesh.points)} nodes); give snapshots on the same mesh")
+    names = species or list(observed.values)
+    missing = [n for n in names if n not in observed.values]
+    if missing:
+        raise cs.InputError(f"{where}: species {missing} are not in the observed fields; they hold: "
+                            f"{', '.join(observed.values)}")
+    vector = np.concatenate([np.asarray(observed.values[n], float).ravel() for n in names])
+    return np.asarray(observed.times_s, float), names, vector
+
+
 @attrs.frozen
 class FitParams:
     solver_params: dict[str, Any] = cs.param(help="the solver's parameters as in a solve step (its model included)")
@@ -258,6 +281,8 @@ class FitParams:
     solver: str = cs.param("solve.reaction_diffusion", help="the solve method used as the forward model")
     solver_output: str = cs.param("probes", help="the solver's Table output compared with the observations")
     columns: list[str] | None = cs.param(None, help="observed columns to fit (default: every numeric one but time_s)")
+    species: list[str] | None = cs.param(None, help="species of observed_fields to fit (default: all of them)")
+    solver_fields_output: str = cs.param("fields", help="the solver's Fields output compared with observed_fields")
     n_starts: int = cs.param(1, ge=1, help="optimizer starts: the initial values, then Sobol points of the box")
     confidence: float = cs.param(0.95, gt=0, lt=1, help="level of the confidence intervals")
     max_iterations: int = cs.param(100, ge=1, help="optimizer evaluations per start")
@@ -283,7 +308,8 @@ class Fit(cs.Analyzer):
         sits on a bound).
     residuals : Table
         One row per observation: ``output``, ``time_s``, ``observed``, ``predicted``, ``residual``
-        (observed − predicted), ``standardized`` (residual / σ or / s).
+        (observed − predicted), ``standardized`` (residual / σ or / s). With ``observed_fields`` one row per
+        species and time holding node means (``standardized`` by s/√n) and ``rms_residual``.
     correlation : Table
         ``parameter`` and one column per parameter: the correlation matrix of the estimates.
     runs : Table
@@ -295,15 +321,28 @@ class Fit(cs.Analyzer):
     Params = FitParams
     inputs = {
         "mesh": cs.Port(cs.TetMesh, help="the mesh the solver runs on"),
-        "observed": cs.Port(cs.Table, help="time_s and observed columns named like the solver's outputs"),
+        "observed": cs.Port(cs.Table, optional=True,
+                            help="time_s and observed columns named like the solver's outputs"),
+        "observed_fields": cs.Port(cs.Fields, optional=True,
+                                   help="field snapshots on the solver's mesh (instead of 'observed')"),
     }
     outputs = {"table": cs.Table, "residuals": cs.Table, "correlation": cs.Table, "runs": cs.Table}
 
-    def analyze(self, mesh: cs.TetMesh, observed: cs.Table) -> dict[str, cs.Table]:  # type: ignore[override]
+    def analyze(self, mesh: cs.TetMesh, observed: cs.Table | None = None,  # type: ignore[override]
+                observed_fields: cs.Fields | None = None) -> dict[str, cs.Table]:
         p = self.params
+        if (observed is None) == (observed_fields is None):
+            raise cs.InputError(f"{self.name} needs exactly one of 'observed' (a table of time courses) and "
+                                f"'observed_fields' (field snapshots); got {'both' if observed else 'neither'}")
         specs = parse_parameters(p.parameters, self.name, require_bounds=True)
-        times, columns, vector, sigma = observed_arrays(self.name, observed, p.columns)
-        model = SolverForward(self.name, p.solver, p.solver_params, specs, mesh, times, columns, p.solver_output)
+        if observed is not None:
+            times, columns, vector, sigma = observed_arrays(self.name, observed, p.columns)
+            output = p.solver_output
+        else:
+            assert observed_fields is not None
+            times, columns, vector = field_arrays(self.name, observed_fields, mesh, p.species)
+            sigma, output = None, p.solver_fields_output
+        model = SolverForward(self.name, p.solver, p.solver_params, specs, mesh, times, columns, output)
         forward = CachedForward(model, model.n_outputs, model.key, p.cache_dir, p.workers)
         extra: dict[str, float] = {}
         try:
@@ -319,12 +358,16 @@ class Fit(cs.Analyzer):
         except ForwardFailure as exc:
             raise ForwardFailure(f"{self.name}: {exc}") from exc
         units = [_unit_at(p.solver_params, s.path) for s in specs]
-        return self.tables(result, specs, columns, times, sigma, forward, units, extra)
+        return self.tables(result, specs, columns, times, sigma, forward, units, extra,
+                           n_points=len(mesh.points) if observed_fields is not None else 1)
 
     def tables(self, result: FitResult, specs: list[ParameterSpec], columns: list[str], times: np.ndarray,
                sigma: np.ndarray | None, forward: CachedForward, units: list[str] | None = None,
-               extra_runs: dict[str, float] | None = None) -> dict[str, cs.Table]:
-        """The method's output tables from a fit result (also used with Python forward models)."""
+               extra_runs: dict[str, float] | None = None, n_points: int = 1) -> dict[str, cs.Table]:
+        """The method's output tables from a fit result (also used with Python forward models).
+
+        With field snapshots (``n_points`` values per species and time) the residual rows hold node means.
+        """
         names = np.array([s.name for s in specs])
         estimates = cs.Table({
             "parameter": names, "estimate": result.estimate, "std_error": result.std_error,
@@ -333,11 +376,20 @@ class Fit(cs.Analyzer):
             "unit": np.array(units or [""] * len(specs)), "at_bound": result.at_bound.astype(np.int64),
         }, {}, f"estimates with {100 * self.params.confidence:g} % confidence intervals")
         scale = sigma if sigma is not None else np.full(result.residuals.size, result.sigma_hat)
-        residuals = cs.Table({
+        shape = (len(columns) * len(times), n_points)
+        observed, predicted = (result.residuals + result.predicted).reshape(shape), result.predicted.reshape(shape)
+        residual = result.residuals.reshape(shape)
+        # a mean of n residuals has the standard deviation σ / √n
+        standard = np.sqrt((scale.reshape(shape) ** 2).mean(axis=1) / n_points)
+        residual_columns = {
             "output": np.repeat(np.array(columns), len(times)), "time_s": np.tile(times, len(columns)),
-            "observed": result.residuals + result.predicted, "predicted": result.predicted,
-            "residual": result.residuals, "standardized": result.residuals / scale,
-        }, {"time_s": "s"}, "fit residuals")
+            "observed": observed.mean(axis=1), "predicted": predicted.mean(axis=1), "residual": residual.mean(axis=1),
+            "standardized": residual.mean(axis=1) / standard,
+        }
+        if n_points > 1:
+            residual_columns["rms_residual"] = np.sqrt((residual**2).mean(axis=1))
+        residuals = cs.Table(residual_columns, {"time_s": "s"},
+                             "fit residuals" + (" (node means of field snapshots)" if n_points > 1 else ""))
         std = np.sqrt(np.diag(result.covariance))
         correlation = result.covariance / np.outer(std, std)
         corr = {"parameter": names}

@@ -135,7 +135,7 @@ def test_fit_bad_inputs_have_clear_messages(mesh: cs.TetMesh, clean: cs.Table) -
     with pytest.raises(cs.InputError, match="the observed table has no 'time_s' column; columns: mean_A_left"):
         fit(mesh, cs.Table({"mean_A_left": np.ones(3)}))
     with pytest.raises(ForwardFailure, match=r"observed column\(s\) \['mean_A_cytosol'\] are not outputs of "
-                                             r"solve.reaction_diffusion; its 'probes' table has: mean_A_left, "
+                                             r"solve.reaction_diffusion; its 'probes' output has: mean_A_left, "
                                              r"mean_A_right, amount_A"):
         fit(mesh, cs.Table({"time_s": np.array([0.5, 1.0]), "mean_A_cytosol": np.ones(2)}))
     with pytest.raises(cs.InputError, match=r"the observed times reach 3 s but the solver's t_end_s is 2 s"):
@@ -167,3 +167,38 @@ def test_fit_as_a_pipeline_step(mesh: cs.TetMesh, clean: cs.Table, tmp_path) -> 
     for name, value in TRUTH.items():
         assert estimates[name]["ci_low"] <= value <= estimates[name]["ci_high"]
     assert len(list((tmp_path / "forward_cache").glob("*.npz"))) > 5
+
+
+def test_fit_to_field_snapshots(mesh: cs.TetMesh) -> None:
+    """Every node's value at 4 times (made by the solver, plus noise) determines k and D."""
+    times = [0.2, 0.5, 1.0, 2.0]
+    clean = cs.method("solve.reaction_diffusion", output_times_s=times, **SOLVER)(mesh)["fields"]
+    rows = np.searchsorted(clean.times_s, times)
+    fit = cs.method("analyze.fit", solver_params=SOLVER, parameters=PARAMETERS)
+    for seed in range(3):
+        noise = 0.02 * np.random.default_rng(seed).standard_normal((len(times), len(mesh.points)))
+        observed = cs.Fields(mesh, times, {"A": clean.values["A"][rows] + noise})
+        out = fit(mesh, observed_fields=observed)
+        for row in out["table"].rows():
+            assert row["ci_low"] <= TRUTH[row["parameter"]] <= row["ci_high"]
+        runs = {r["quantity"]: r["value"] for r in out["runs"].rows()}
+        assert runs["residual_sd"] == pytest.approx(0.02, rel=0.15)
+        assert runs["degrees_of_freedom"] == len(times) * len(mesh.points) - 2
+    residuals = out["residuals"].columns
+    assert list(residuals["time_s"]) == times and residuals["rms_residual"] == pytest.approx(0.02, rel=0.3)
+
+
+def test_fit_to_fields_bad_inputs(mesh: cs.TetMesh, clean: cs.Table) -> None:
+    fit = cs.method("analyze.fit", solver_params=SOLVER, parameters={"k": {"bounds": [0.1, 1.0]}})
+    other = cube_mesh(2, 1000.0, regions_split=True)
+    snapshots = cs.Fields(other, [1.0], {"A": np.ones((1, len(other.points)))})
+    with pytest.raises(cs.InputError, match="needs exactly one of 'observed'.*got neither"):
+        fit(mesh)
+    with pytest.raises(cs.InputError, match="got both"):
+        fit(mesh, noisy(clean, 0), snapshots)
+    with pytest.raises(cs.InputError, match="the observed fields live on a mesh of 27 nodes that is not the "
+                                            r"solver's mesh \(64 nodes\)"):
+        fit(mesh, observed_fields=snapshots)
+    with pytest.raises(cs.InputError, match=r"species \['B'\] are not in the observed fields; they hold: A"):
+        cs.method("analyze.fit", solver_params=SOLVER, parameters={"k": {"bounds": [0.1, 1.0]}}, species=["B"])(
+            mesh, observed_fields=cs.Fields(mesh, [1.0], {"A": np.ones((1, len(mesh.points)))}))

@@ -155,7 +155,7 @@ def test_uq_bad_inputs_have_clear_messages() -> None:
         cs.method("analyze.uq", parameters={"k": {"bounds": [0.1, 1]}}, solver_params=SOLVER,
                   outputs=["mean_A_cube"], times_s=[5.0])(mesh)
     with pytest.raises(ForwardFailure, match=r"observed column\(s\) \['mean_B_cube'\] are not outputs of "
-                                             r"solve.reaction_diffusion; its 'probes' table has: mean_A_cube, amount_A"):
+                                             r"solve.reaction_diffusion; its 'probes' output has: mean_A_cube, amount_A"):
         cs.method("analyze.uq", parameters={"k": {"bounds": [0.1, 1]}}, solver_params=SOLVER,
                   outputs=["mean_B_cube"], times_s=[1.0], n_samples=2, analyses=["monte_carlo"])(mesh)
 
