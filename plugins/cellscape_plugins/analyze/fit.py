@@ -15,7 +15,8 @@ Jacobian is taken by forward differences, its columns evaluated in parallel
 (``workers``). σ_i are the observed ``<column>_sd`` columns when present;
 otherwise σ = 1 and the residual variance s² = Σ r² / (m − p) is estimated.
 The covariance of the estimate is s² (JᵀJ)⁻¹ (J in physical units) and the
-confidence intervals are θ̂ ± t_{m−p} · SE (on log θ for log parameters).
+confidence intervals are θ̂ ± t_{m−p} · SE (on log θ for log parameters), or,
+with ``intervals: profile``, profile-likelihood intervals (:func:`profile_intervals`).
 Multi-start runs the optimizer also from scrambled Sobol points of the box
 and keeps the lowest cost. Every forward run is cached (memory, and
 ``cache_dir`` on disk), so a refit reruns no simulation. With ``surrogate:
@@ -38,7 +39,7 @@ import cellscape as cs
 from ._forward import CachedForward, ForwardFailure, ParameterSpec, SolverForward, parse_parameters
 from .uq import runs_table, unit_sobol
 
-__all__ = ["Fit", "FitParams", "FitResult", "fit_least_squares", "observed_arrays"]
+__all__ = ["Fit", "FitParams", "FitResult", "field_arrays", "fit_least_squares", "observed_arrays", "profile_intervals"]
 
 JACOBIAN_STEP = 1e-6  # in box coordinates
 
@@ -203,6 +204,55 @@ def fit_least_squares(forward: CachedForward, observed: np.ndarray, specs: list[
                      math.sqrt(s2) if math.isfinite(s2) else math.nan, dof, at_bound, records, index)
 
 
+def profile_intervals(forward: CachedForward, observed: np.ndarray, specs: list[ParameterSpec], result: FitResult,
+                      sigma: np.ndarray | None = None, confidence: float = 0.95) -> FitResult:
+    """Replace the Jacobian intervals of ``result`` by profile-likelihood intervals.
+
+    For each parameter i the profile SSR_i(v) is the least weighted sum of squares with θ_i fixed at v and
+    the others refitted. The interval holds the v with SSR_i(v) ≤ SSR_min (1 + t²/(m − p)) (σ estimated,
+    the F-test form; exact for a model linear in θ) or ≤ SSR_min + t² with known σ (t of m − p degrees of
+    freedom, resp. normal). Its ends are found by Brent's method between the estimate and each bound;
+    an end that reaches its bound is reported at the bound. Costs a refit per trial value (cached runs).
+    """
+    from scipy import optimize, stats
+
+    p, m = len(specs), observed.size
+    weight = 1.0 / np.asarray(sigma, float) if sigma is not None else np.ones(m)
+    ssr_min = 2.0 * result.cost
+    dof = m - p
+    if sigma is None:
+        t = float(stats.t.ppf(0.5 + confidence / 2, dof)) if dof > 0 else math.nan
+        threshold = ssr_min * (1.0 + t * t / dof) if dof > 0 else math.nan
+    else:
+        threshold = ssr_min + float(stats.norm.ppf(0.5 + confidence / 2)) ** 2
+    lows, highs = result.ci_low.copy(), result.ci_high.copy()
+    for i, spec in enumerate(specs):
+        others = [s for j, s in enumerate(specs) if j != i]
+        start = [float(v) for j, v in enumerate(result.estimate) if j != i]
+
+        def excess(value: float, i: int = i, others: list[ParameterSpec] = others, start: list[float] = start) -> float:
+            def with_fixed(theta: np.ndarray) -> np.ndarray:
+                return forward(np.insert(np.asarray(theta, float), i, value))
+
+            if not others:
+                r = (with_fixed(np.zeros(0)) - observed) * weight
+                return float(r @ r) - threshold
+            begun = [attrs.evolve(s, initial=float(np.clip(v, s.low, s.high))) for s, v in zip(others, start, strict=True)]
+            refit = fit_least_squares(CachedForward(with_fixed, m), observed, begun, sigma)
+            return 2.0 * refit.cost - threshold
+
+        theta = float(result.estimate[i])
+        for side, bound in ((0, spec.low), (1, spec.high)):
+            if not math.isfinite(threshold) or theta == bound:
+                continue
+            if excess(bound) <= 0:
+                end = bound  # the data do not exclude the bound
+            else:
+                end = optimize.brentq(excess, theta, bound, xtol=1e-6 * max(abs(theta), 1e-12), rtol=1e-6)
+            (lows if side == 0 else highs)[i] = end
+    return attrs.evolve(result, ci_low=lows, ci_high=highs)
+
+
 def observed_arrays(where: str, observed: cs.Table, columns: list[str] | None,
                     sd_suffix: str = "_sd") -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray | None]:
     """Times, fitted columns, the observation vector (columns one after another) and σ from an observed table.
@@ -285,6 +335,8 @@ class FitParams:
     solver_fields_output: str = cs.param("fields", help="the solver's Fields output compared with observed_fields")
     n_starts: int = cs.param(1, ge=1, help="optimizer starts: the initial values, then Sobol points of the box")
     confidence: float = cs.param(0.95, gt=0, lt=1, help="level of the confidence intervals")
+    intervals: str = cs.param("jacobian", choices=("jacobian", "profile"),
+                              help="confidence intervals from the Jacobian (linearized) or the profile likelihood")
     max_iterations: int = cs.param(100, ge=1, help="optimizer evaluations per start")
     seed: int = cs.param(0, help="seed of the multi-start points")
     workers: int = cs.param(1, ge=1, help="forward runs of a Jacobian in parallel (threads)")
@@ -355,6 +407,8 @@ class Fit(cs.Analyzer):
             else:
                 result = fit_least_squares(forward, vector, specs, sigma, p.n_starts, p.seed, p.confidence,
                                            p.max_iterations)
+            if p.intervals == "profile":
+                result = profile_intervals(forward, vector, specs, result, sigma, p.confidence)
         except ForwardFailure as exc:
             raise ForwardFailure(f"{self.name}: {exc}") from exc
         units = [_unit_at(p.solver_params, s.path) for s in specs]

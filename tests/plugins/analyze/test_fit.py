@@ -202,3 +202,30 @@ def test_fit_to_fields_bad_inputs(mesh: cs.TetMesh, clean: cs.Table) -> None:
     with pytest.raises(cs.InputError, match=r"species \['B'\] are not in the observed fields; they hold: A"):
         cs.method("analyze.fit", solver_params=SOLVER, parameters={"k": {"bounds": [0.1, 1.0]}}, species=["B"])(
             mesh, observed_fields=cs.Fields(mesh, [1.0], {"A": np.ones((1, len(mesh.points)))}))
+
+
+def test_profile_intervals_equal_the_jacobian_ones_for_a_linear_model() -> None:
+    from cellscape_plugins.analyze.fit import profile_intervals
+
+    t = np.linspace(0.0, 2.0, 9)
+    specs = parse_parameters({"a": {"bounds": [-10.0, 10.0]}, "b": {"bounds": [-10.0, 10.0]}}, "test")
+    observed = 1.0 + 0.5 * t + 0.1 * np.random.default_rng(3).standard_normal(t.size)
+    forward = CachedForward(lambda th: th[0] + th[1] * t, t.size)
+    result = fit_least_squares(forward, observed, specs)
+    profiled = profile_intervals(forward, observed, specs, result)
+    np.testing.assert_allclose(profiled.ci_low, result.ci_low, rtol=1e-4)
+    np.testing.assert_allclose(profiled.ci_high, result.ci_high, rtol=1e-4)
+
+
+def test_profile_intervals_through_the_solver(mesh: cs.TetMesh, clean: cs.Table) -> None:
+    observed = noisy(clean, 11)
+    jacobian = cs.method("analyze.fit", solver_params=SOLVER, parameters=PARAMETERS)(mesh, observed)["table"]
+    profile = cs.method("analyze.fit", solver_params=SOLVER, parameters=PARAMETERS, intervals="profile")(mesh, observed)
+    rows = {r["parameter"]: r for r in profile["table"].rows()}
+    for j, row in enumerate(jacobian.rows()):
+        name = row["parameter"]
+        assert rows[name]["ci_low"] <= TRUTH[name] <= rows[name]["ci_high"]
+        assert rows[name]["estimate"] == pytest.approx(row["estimate"], rel=1e-6)
+        width = row["ci_high"] - row["ci_low"]  # nearly linear at this noise: the two intervals nearly agree
+        assert rows[name]["ci_low"] == pytest.approx(row["ci_low"], abs=0.1 * width), j
+        assert rows[name]["ci_high"] == pytest.approx(row["ci_high"], abs=0.1 * width), j
