@@ -31,9 +31,10 @@ Forest
     :func:`forest_probabilities` runs every voxel through every tree of a
     forest stored as flat node arrays (all trees concatenated), in blocks of
     voxels: a block's features are copied voxel-major into a small buffer,
-    then each tree moves all the block's voxels one level at a time for the
-    tree's depth (leaves point to themselves), so the processor follows many
-    independent paths at once and never mispredicts a loop exit. Leaf
+    then each tree moves all the block's voxels one level at a time (leaves
+    point to themselves), so the processor follows many independent paths at
+    once; the block leaves the tree after the tree's depth or as soon as a
+    level moves no voxel, one well-predicted test per level. Leaf
     probabilities are summed per voxel in float64 (no trees × voxels ×
     classes array) and divided by the number of trees once, as
     scikit-learn's ``predict_proba`` does.
@@ -211,10 +212,15 @@ def _forest(features, roots, depths, feature, threshold, children, leaf_probabil
             for v in range(size):
                 node[v] = root
             for _ in range(depths[tree]):
+                moved = np.uintp(0)
                 for v in range(size):
                     n = node[v]
                     x = local[np.uintp(v * n_features) + np.uintp(feature[n])]
-                    node[v] = np.uintp(children[np.uintp(2) * n + np.uintp(x > threshold[n])])
+                    child = np.uintp(children[np.uintp(2) * n + np.uintp(x > threshold[n])])
+                    moved |= child ^ n
+                    node[v] = child
+                if moved == 0:  # every voxel of the block sits on a leaf (a leaf is its own child)
+                    break
             for v in range(size):
                 for k in range(n_classes):
                     total[v, k] += leaf_probability[node[v], k]
