@@ -1,7 +1,9 @@
-"""``analyze.morphometry``: per-object volume, area, shape, curvature and distances from a label image.
+"""``analyze.morphometry``: per-object volume, area, shape, curvature and distances from labels or a surface mesh.
 
 Objects are the label values (one object per class) or, with ``instances``,
-the connected components of each class (face connectivity).
+the connected components of each class (face connectivity); or the markers
+of a surface mesh, each a closed surface (its volume and volume centroid by
+the divergence theorem, its area and curvature from its own triangles).
 
 Volume
     voxel count × voxel volume (exact for the voxel object).
@@ -93,8 +95,8 @@ class Morphometry(cs.Analyzer):
     Outputs
     -------
     table : Table
-        One row per object: ``object`` (class name, ``_<k>`` per component with ``instances``), ``label``,
-        ``voxels``, ``volume`` (µm³), ``area`` (µm²), ``equivalent_radius`` (nm), ``sphericity``,
+        One row per object: ``object`` (class name, ``_<k>`` per component with ``instances``; for a surface
+        the marker's name), ``label`` (label value or marker), ``voxels`` (or ``triangles``), ``volume`` (µm³), ``area`` (µm²), ``equivalent_radius`` (nm), ``sphericity``,
         ``centroid_x``/``_y``/``_z`` (nm), ``mean_curvature`` and ``curvature_sd`` (1/µm), ``membrane_distance``
         (nm; NaN without ``membrane`` and for the membrane class itself).
     distances : Table
@@ -103,7 +105,10 @@ class Morphometry(cs.Analyzer):
 
     name = "analyze.morphometry"
     Params = MorphometryParams
-    inputs = {"labels": cs.Port(cs.Labels, help="a label image (classes or instances)")}
+    inputs = {
+        "labels": cs.Port(cs.Labels, optional=True, help="a label image (classes or instances)"),
+        "surface": cs.Port(cs.SurfaceMesh, optional=True, help="closed surfaces, one object per marker"),
+    }
     outputs = {"table": cs.Table, "distances": cs.Table}
 
     def _membrane_value(self, labels: cs.Labels) -> int | None:
@@ -156,8 +161,9 @@ class Morphometry(cs.Analyzer):
         sd = float(np.sqrt(np.dot((curvature - mean) ** 2, weights) / weights.sum()))
         return area, mean, sd, verts
 
-    def analyze(self, labels: cs.Labels) -> dict[str, cs.Table]:  # type: ignore[override]
-        from scipy import ndimage, spatial
+    def _measure_labels(self, labels: cs.Labels) -> tuple[list[dict[str, Any]], list[np.ndarray], np.ndarray | None]:
+        """Records of every object of a label image, their surface vertices (nm), the membrane's vertices."""
+        from scipy import ndimage
 
         p = self.params
         voxel = np.asarray(labels.voxel_size_nm, float)  # (z, y, x)
@@ -166,43 +172,97 @@ class Morphometry(cs.Analyzer):
         objects = self._objects(labels)
         if not objects:
             raise cs.InputError(f"{self.name}: the labels hold no object of at least {p.min_voxels} voxel(s)")
-        membrane_tree = None
+        membrane = None
         if membrane_value is not None:
-            cell = ndimage.binary_fill_holes(labels.data == membrane_value)
-            membrane_tree = spatial.cKDTree(self._surface(cell, voxel, origin)[3])
-        rows: list[dict[str, Any]] = []
-        trees, centroids = [], []
+            membrane = self._surface(ndimage.binary_fill_holes(labels.data == membrane_value), voxel, origin)[3]
+        records, surfaces = [], []
         for name, value, mask in self.progress(objects, total=len(objects), description="objects"):
-            count = int(mask.sum())
-            volume = count * float(np.prod(voxel))
             area, curvature, curvature_sd, surface = self._surface(mask, voxel, origin)
-            centroid = origin + np.argwhere(mask).mean(axis=0) * voxel  # (z, y, x) nm
-            trees.append(spatial.cKDTree(surface))
-            centroids.append(centroid)
+            records.append({"object": name, "label": value, "voxels": int(mask.sum()),
+                            "volume_nm3": int(mask.sum()) * float(np.prod(voxel)), "area_nm2": area,
+                            "centroid": (origin + np.argwhere(mask).mean(axis=0) * voxel)[::-1],
+                            "curvature": curvature, "curvature_sd": curvature_sd, "is_membrane": value == membrane_value})
+            surfaces.append(surface)
+        return records, surfaces, membrane
+
+    def _measure_surface(self, mesh: cs.SurfaceMesh) -> tuple[list[dict[str, Any]], list[np.ndarray], np.ndarray | None]:
+        """Records of every marker of a closed surface mesh, their vertices (nm), the membrane marker's vertices."""
+        markers = [int(m) for m in np.unique(mesh.markers)]
+        token = self.params.membrane
+        membrane_marker = None
+        if token is not None:
+            by_name = {name: marker for marker, name in mesh.marker_names.items()}
+            membrane_marker = by_name.get(token, int(token) if token.isdigit() else None)
+            if membrane_marker not in markers:
+                known = ", ".join(f"{m} ({mesh.marker_names[m]})" if m in mesh.marker_names else str(m) for m in markers)
+                raise cs.InputError(f"{self.name}: membrane '{token}' is not a marker of the surface; markers: {known}")
+        records, surfaces, membrane = [], [], None
+        for marker in markers:
+            triangles = mesh.triangles[mesh.markers == marker]
+            used, local = np.unique(triangles, return_inverse=True)
+            vertices, local = mesh.vertices[used], local.reshape(-1, 3)
+            a, b, c = (vertices[local[:, i]] for i in range(3))
+            signed = np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0  # tetrahedra with the origin
+            if signed.sum() < 0:
+                local, signed = local[:, ::-1], -signed  # turn the triangles outwards
+            volume = float(signed.sum())
+            centroid = (signed[:, None] * (a + b + c) / 4).sum(axis=0) / volume if volume > 0 else vertices.mean(axis=0)
+            curvature, weights = mean_curvature(vertices, local)
+            mean = float(np.dot(curvature, weights) / weights.sum())
+            records.append({"object": mesh.marker_names.get(marker, f"marker_{marker}"), "label": marker,
+                            "triangles": len(local), "volume_nm3": volume,
+                            "area_nm2": float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum() / 2),
+                            "centroid": centroid, "curvature": mean,
+                            "curvature_sd": float(np.sqrt(np.dot((curvature - mean) ** 2, weights) / weights.sum())),
+                            "is_membrane": marker == membrane_marker})
+            surfaces.append(vertices)
+            if marker == membrane_marker:
+                membrane = vertices
+        return records, surfaces, membrane
+
+    def analyze(self, labels: cs.Labels | None = None,  # type: ignore[override]
+                surface: cs.SurfaceMesh | None = None) -> dict[str, cs.Table]:
+        from scipy import spatial
+
+        if (labels is None) == (surface is None):
+            raise cs.InputError(f"{self.name} needs exactly one input: 'labels' or 'surface' (closed surfaces, one per "
+                                f"marker); got {'both' if labels is not None else 'neither'}")
+        if labels is not None:
+            records, surfaces, membrane = self._measure_labels(labels)
+            count = "voxels"
+        else:
+            assert surface is not None
+            records, surfaces, membrane = self._measure_surface(surface)
+            count = "triangles"
+        membrane_tree = spatial.cKDTree(membrane) if membrane is not None else None
+        trees = [spatial.cKDTree(vertices) for vertices in surfaces]
+        rows: list[dict[str, Any]] = []
+        for record, tree in zip(records, trees, strict=True):
+            volume, area = record["volume_nm3"], record["area_nm2"]
             distance = math.nan
-            if membrane_tree is not None and value != membrane_value:
-                distance = float(membrane_tree.query(surface, k=1)[0].min())
+            if membrane_tree is not None and not record["is_membrane"]:
+                distance = float(membrane_tree.query(tree.data, k=1)[0].min())
             rows.append({
-                "object": name, "label": value, "voxels": count, "volume": volume / NM3_PER_UM3,
-                "area": area / NM2_PER_UM2, "equivalent_radius": (3 * volume / (4 * math.pi)) ** (1 / 3),
+                "object": record["object"], "label": record["label"], count: record[count],
+                "volume": volume / NM3_PER_UM3, "area": area / NM2_PER_UM2,
+                "equivalent_radius": (3 * volume / (4 * math.pi)) ** (1 / 3),
                 "sphericity": math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area if area > 0 else math.nan,
-                "centroid_x": centroid[2], "centroid_y": centroid[1], "centroid_z": centroid[0],
-                "mean_curvature": curvature * NM_PER_UM, "curvature_sd": curvature_sd * NM_PER_UM,
-                "membrane_distance": distance,
+                "centroid_x": record["centroid"][0], "centroid_y": record["centroid"][1],
+                "centroid_z": record["centroid"][2], "mean_curvature": record["curvature"] * NM_PER_UM,
+                "curvature_sd": record["curvature_sd"] * NM_PER_UM, "membrane_distance": distance,
             })
-        units = {"voxels": "voxel", "volume": "um^3", "area": "um^2", "equivalent_radius": "nm", "sphericity": "",
-                 "centroid_x": "nm", "centroid_y": "nm", "centroid_z": "nm", "mean_curvature": "1/um",
-                 "curvature_sd": "1/um", "membrane_distance": "nm"}
+        units = {count: "voxel" if count == "voxels" else "", "volume": "um^3", "area": "um^2",
+                 "equivalent_radius": "nm", "sphericity": "", "centroid_x": "nm", "centroid_y": "nm", "centroid_z": "nm",
+                 "mean_curvature": "1/um", "curvature_sd": "1/um", "membrane_distance": "nm"}
         columns = {key: np.array([r[key] for r in rows]) for key in rows[0]}
         pairs: dict[str, list[Any]] = {"object_a": [], "object_b": [], "centroid_distance": [], "surface_distance": []}
-        if p.distances:
-            for i in range(len(objects)):
-                for j in range(i + 1, len(objects)):
-                    nearest = float(trees[j].query(trees[i].data, k=1)[0].min())
-                    pairs["object_a"].append(objects[i][0])
-                    pairs["object_b"].append(objects[j][0])
-                    pairs["centroid_distance"].append(float(np.linalg.norm(centroids[i] - centroids[j])))
-                    pairs["surface_distance"].append(nearest)
+        if self.params.distances:
+            for i in range(len(records)):
+                for j in range(i + 1, len(records)):
+                    pairs["object_a"].append(records[i]["object"])
+                    pairs["object_b"].append(records[j]["object"])
+                    pairs["centroid_distance"].append(float(np.linalg.norm(records[i]["centroid"] - records[j]["centroid"])))
+                    pairs["surface_distance"].append(float(trees[j].query(trees[i].data, k=1)[0].min()))
         distances = cs.Table({"object_a": np.array(pairs["object_a"], dtype=str),
                               "object_b": np.array(pairs["object_b"], dtype=str),
                               "centroid_distance": np.array(pairs["centroid_distance"], float),

@@ -90,6 +90,60 @@ def test_mean_curvature_of_a_fine_sphere_mesh() -> None:
     assert np.dot(curvature, area) / area.sum() == pytest.approx(1.0, rel=0.01)
 
 
+def icosphere(radius: float, centre: tuple[float, float, float], levels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """An outward-oriented sphere mesh: an icosahedron subdivided ``levels`` times, vertices pushed to the sphere."""
+    phi = (1 + 5**0.5) / 2
+    vertices = [np.array(v, float) for v in [(-1, phi, 0), (1, phi, 0), (-1, -phi, 0), (1, -phi, 0), (0, -1, phi),
+                                             (0, 1, phi), (0, -1, -phi), (0, 1, -phi), (phi, 0, -1), (phi, 0, 1),
+                                             (-phi, 0, -1), (-phi, 0, 1)]]
+    faces = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2), (10, 7, 6),
+             (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5), (2, 4, 11), (6, 2, 10),
+             (8, 6, 7), (9, 8, 1)]
+    for _ in range(levels):
+        middle: dict[tuple[int, int], int] = {}
+
+        def midpoint(i: int, j: int, middle: dict[tuple[int, int], int] = middle) -> int:
+            key = (min(i, j), max(i, j))
+            if key not in middle:
+                vertices.append((vertices[i] + vertices[j]) / 2)
+                middle[key] = len(vertices) - 1
+            return middle[key]
+
+        faces = [f for a, b, c in faces for f in ((a, midpoint(a, b), midpoint(c, a)), (b, midpoint(b, c), midpoint(a, b)),
+                                                  (c, midpoint(c, a), midpoint(b, c)),
+                                                  (midpoint(a, b), midpoint(b, c), midpoint(c, a)))]
+    points = np.array(vertices)
+    points = points / np.linalg.norm(points, axis=1, keepdims=True) * radius + np.array(centre)
+    return points, np.array(faces)
+
+
+def test_morphometry_of_a_surface_mesh_of_spheres() -> None:
+    spheres = {1: (400.0, (0.0, 0.0, 0.0)), 2: (100.0, (150.0, 0.0, 0.0)), 3: (80.0, (-200.0, 0.0, 0.0))}
+    vertices, triangles, markers = [], [], []
+    for marker, (radius, centre) in spheres.items():
+        v, t = icosphere(radius, centre)
+        triangles.append(t + sum(len(x) for x in vertices))
+        vertices.append(v)
+        markers.append(np.full(len(t), marker))
+    surface = cs.SurfaceMesh(np.concatenate(vertices), np.concatenate(triangles), np.concatenate(markers),
+                             {1: "membrane", 2: "vesicle", 3: "granule"})
+    out = cs.method("analyze.morphometry", membrane="membrane")(surface=surface)
+    rows = {r["label"]: r for r in out["table"].rows()}
+    for marker, (radius, centre) in spheres.items():
+        row = rows[marker]
+        assert row["volume"] == pytest.approx(4 / 3 * math.pi * radius**3 / 1e9, rel=0.01)
+        assert row["area"] == pytest.approx(4 * math.pi * radius**2 / 1e6, rel=0.01)
+        assert row["mean_curvature"] == pytest.approx(1000.0 / radius, rel=0.01)
+        assert row["sphericity"] == pytest.approx(1.0, abs=0.01)
+        assert (row["centroid_x"], row["centroid_y"], row["centroid_z"]) == pytest.approx(centre, abs=1e-6)
+        assert row["triangles"] == 20 * 4**4
+    assert rows[2]["membrane_distance"] == pytest.approx(400 - 150 - 100, abs=2.0)
+    assert rows[3]["membrane_distance"] == pytest.approx(400 - 200 - 80, abs=2.0)
+    pairs = {(r["object_a"], r["object_b"]): r for r in out["distances"].rows()}
+    assert pairs[("vesicle", "granule")]["surface_distance"] == pytest.approx(350 - 100 - 80, abs=2.0)
+    assert pairs[("vesicle", "granule")]["centroid_distance"] == pytest.approx(350.0)
+
+
 def test_morphometry_bad_inputs_have_clear_messages() -> None:
     data = np.zeros((10, 10, 10), np.uint8)
     data[3:6, 3:6, 3:6] = 2
@@ -98,3 +152,8 @@ def test_morphometry_bad_inputs_have_clear_messages() -> None:
         cs.method("analyze.morphometry", membrane="cell")(labels)
     with pytest.raises(cs.InputError, match="the labels hold no object of at least 100 voxel"):
         cs.method("analyze.morphometry", min_voxels=100)(labels)
+    with pytest.raises(cs.InputError, match="needs exactly one input: 'labels' or 'surface'.*got neither"):
+        cs.method("analyze.morphometry")()
+    points, faces = icosphere(1.0, (0, 0, 0), levels=1)
+    with pytest.raises(cs.InputError, match=r"membrane 'cell' is not a marker of the surface; markers: 1 \(ball\)"):
+        cs.method("analyze.morphometry", membrane="cell")(surface=cs.SurfaceMesh(points, faces, None, {1: "ball"}))
