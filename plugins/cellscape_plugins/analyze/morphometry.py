@@ -97,8 +97,9 @@ class Morphometry(cs.Analyzer):
     table : Table
         One row per object: ``object`` (class name, ``_<k>`` per component with ``instances``; for a surface
         the marker's name), ``label`` (label value or marker), ``voxels`` (or ``triangles``), ``volume`` (µm³),
-        ``area`` (µm²), ``equivalent_radius`` (nm), ``sphericity``, ``centroid_x``/``_y``/``_z`` (nm), ``mean_curvature`` and ``curvature_sd`` (1/µm), ``membrane_distance``
-        (nm; NaN without ``membrane`` and for the membrane class itself).
+        ``area`` (µm²), ``equivalent_radius`` (nm), ``sphericity``, ``centroid_x``/``_y``/``_z`` (nm),
+        ``mean_curvature`` and ``curvature_sd`` (1/µm), ``membrane_distance`` (nm; NaN without ``membrane``
+        and for the membrane class itself).
     distances : Table
         One row per pair of objects: ``object_a``, ``object_b``, ``centroid_distance`` and ``surface_distance`` (nm).
     """
