@@ -64,7 +64,8 @@ class FitResult:
     at_bound : ndarray of bool, shape (p,)
         The estimate lies on a bound (its interval then means little).
     starts : list of dict
-        Per start: ``start`` (θ), ``estimate``, ``cost``, ``status``, ``evaluations``.
+        Per start: ``start`` (θ), ``estimate``, ``cost``, ``status`` (−10: the forward model failed, ``error``
+        says how), ``evaluations``.
     best_start : int
     """
 
@@ -118,10 +119,14 @@ def fit_least_squares(forward: CachedForward, observed: np.ndarray, specs: list[
     tolerance : float
         ``ftol``/``xtol``/``gtol`` of scipy.optimize.least_squares.
 
+    A forward run that fails inside the optimization counts as a very poor fit (the step is rejected);
+    a Jacobian uses the other side of a point where one side fails. A start whose run fails is recorded
+    and skipped.
+
     Raises
     ------
     ForwardFailure
-        The forward model fails at a starting point.
+        The forward model fails at every starting point (or on both sides of a point it must differentiate).
     cellscape.InputError
         Fewer observations than parameters.
     """
@@ -147,31 +152,45 @@ def fit_least_squares(forward: CachedForward, observed: np.ndarray, specs: list[
         shifted = z[None] + np.diag(steps)
         base = residual(z)
         columns = forward.batch(np.stack([to_theta(s) for s in shifted]))
-        failed = ~np.isfinite(columns).all(axis=1)
-        if failed.any():
-            raise ForwardFailure(f"the forward model failed next to θ = {to_theta(z).tolist()} while differentiating: "
-                                 f"{forward.failures[-1][1]}")
+        for i in np.nonzero(~np.isfinite(columns).all(axis=1))[0]:  # a failed side: difference on the other side
+            if 0.0 <= z[i] - steps[i] <= 1.0:
+                steps[i] = -steps[i]
+                other = z.copy()
+                other[i] += steps[i]
+                columns[i] = forward(to_theta(other))
+        if not np.isfinite(columns).all():
+            raise ForwardFailure(f"the forward model failed on both sides of θ = {to_theta(z).tolist()} while "
+                                 f"differentiating: {forward.failures[-1][1]}")
         return ((columns - observed) * weight - base).T / steps
 
     starts_z = [np.clip(to_z(np.array([s.start() for s in specs])), 0.0, 1.0)]
     if n_starts > 1:
         starts_z += list(unit_sobol(n_starts - 1, p, seed))
-    records = []
+    records: list[dict[str, Any]] = []
     best = None
+    errors = []
     for index, z0 in enumerate(starts_z):
         first = forward(to_theta(z0))
-        if not np.isfinite(first).all():
-            raise ForwardFailure(f"the forward model fails at the starting point θ = {to_theta(z0).tolist()}: "
-                                 f"{forward.failures[-1][1] if forward.failures else 'non-finite outputs'}")
-        if not penalty:
-            penalty.append(1e3 * max(1.0, float(np.abs((first - observed) * weight).max())))
-        result = optimize.least_squares(residual, z0, jac=jacobian, bounds=(0.0, 1.0), method="trf",
-                                        ftol=tolerance, xtol=tolerance, gtol=tolerance, max_nfev=max_iterations)
+        try:
+            if not np.isfinite(first).all():
+                raise ForwardFailure(f"the forward model fails at the starting point θ = {to_theta(z0).tolist()}: "
+                                     f"{forward.failures[-1][1] if forward.failures else 'non-finite outputs'}")
+            if not penalty:
+                penalty.append(1e3 * max(1.0, float(np.abs((first - observed) * weight).max())))
+            result = optimize.least_squares(residual, z0, jac=jacobian, bounds=(0.0, 1.0), method="trf",
+                                            ftol=tolerance, xtol=tolerance, gtol=tolerance, max_nfev=max_iterations)
+        except ForwardFailure as exc:  # this start is lost (and reported); the others go on
+            errors.append(str(exc))
+            records.append({"start": to_theta(z0), "estimate": to_theta(z0) * math.nan, "cost": math.inf,
+                            "status": -10, "evaluations": 0, "error": str(exc)})
+            continue
         records.append({"start": to_theta(z0), "estimate": to_theta(result.x), "cost": float(result.cost),
-                        "status": int(result.status), "evaluations": int(result.nfev)})
+                        "status": int(result.status), "evaluations": int(result.nfev), "error": ""})
         if best is None or result.cost < best[1].cost:
             best = (index, result)
-    assert best is not None
+    if best is None:
+        raise ForwardFailure(errors[0] if len(errors) == 1 else f"every one of the {len(errors)} starts failed; "
+                                                                 f"first: {errors[0]}")
     index, result = best
     z = np.clip(result.x, 0.0, 1.0)
     theta = to_theta(z)
@@ -449,7 +468,8 @@ class Fit(cs.Analyzer):
         corr = {"parameter": names}
         corr.update({name: correlation[:, j] for j, name in enumerate(names)})
         extra = {"cost": result.cost, "residual_sd": result.sigma_hat, "degrees_of_freedom": float(result.dof),
-                 "starts": float(len(result.starts)), "best_start": float(result.best_start), **(extra_runs or {})}
+                 "starts": float(len(result.starts)), "best_start": float(result.best_start),
+                 "failed_starts": float(sum(1 for s in result.starts if s["status"] == -10)), **(extra_runs or {})}
         return {"table": estimates, "residuals": residuals, "correlation": cs.Table(corr, {}, "correlation of estimates"),
                 "runs": runs_table(forward, extra)}
 

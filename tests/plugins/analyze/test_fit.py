@@ -111,6 +111,25 @@ def test_multi_start_escapes_a_local_minimum() -> None:
     assert len(multi.starts) == 16 and multi.starts[multi.best_start]["cost"] == pytest.approx(multi.cost)
 
 
+def test_starts_where_the_model_fails_are_recorded_and_skipped() -> None:
+    t = np.linspace(0.0, 3.0, 12)
+
+    def fragile(theta: np.ndarray) -> np.ndarray:
+        if theta[0] > 3.0:
+            raise ArithmeticError("Newton diverged")
+        return theta[0] * np.exp(-theta[1] * t)
+
+    specs = parse_parameters({"a": {"bounds": [0.1, 10.0], "initial": 2.9}, "k": {"bounds": [0.05, 5.0], "initial": 0.1}},
+                             "test")
+    observed = fragile(np.array([2.0, 0.8])) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    forward = CachedForward(fragile, t.size)
+    result = fit_least_squares(forward, observed, specs, n_starts=4)
+    failed = [s for s in result.starts if s["status"] == -10]
+    assert len(failed) == len(forward.failures) == 3  # the three Sobol starts have a > 3
+    assert all("fails at the starting point" in s["error"] and s["start"][0] > 3 for s in failed)
+    assert result.estimate == pytest.approx([2.0, 0.8], rel=0.02) and result.best_start == 0
+
+
 def test_a_failed_run_at_the_start_is_an_error() -> None:
     def broken(theta: np.ndarray) -> np.ndarray:
         raise ArithmeticError("Newton diverged")
