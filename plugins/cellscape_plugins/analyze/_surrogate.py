@@ -85,7 +85,7 @@ class GaussianProcess:
         self.scale[self.scale == 0] = 1.0
         z = (y - self.mean) / self.scale
         p = x.shape[1]
-        bounds = [(math.log(0.02), math.log(20.0))] * p + [(math.log(1e-10), math.log(1e-2))]
+        bounds = [*([(math.log(0.02), math.log(20.0))] * p), (math.log(1e-10), math.log(1e-2))]
         rng = np.random.default_rng(self.seed)
         starts = [np.r_[np.full(p, math.log(0.5)), math.log(1e-6)]]
         if self.length is not None and len(self.length) == p:
