@@ -41,6 +41,7 @@ def noisy(clean: cs.Table, seed: int) -> cs.Table:
                         for c in ("mean_A_left", "mean_A_right")}}, {"time_s": "s"})
 
 
+@pytest.mark.slow
 def test_fit_through_the_solver_recovers_parameters_within_the_interval(mesh: cs.TetMesh, clean: cs.Table) -> None:
     """20 seeded noisy data sets made by the solver itself; each fit starts far from the truth."""
     fit = cs.method("analyze.fit", solver_params=SOLVER, parameters=PARAMETERS)
@@ -236,6 +237,7 @@ def test_profile_intervals_equal_the_jacobian_ones_for_a_linear_model() -> None:
     np.testing.assert_allclose(profiled.ci_high, result.ci_high, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_profile_intervals_through_the_solver(mesh: cs.TetMesh, clean: cs.Table) -> None:
     observed = noisy(clean, 11)
     jacobian = cs.method("analyze.fit", solver_params=SOLVER, parameters=PARAMETERS)(mesh, observed)["table"]

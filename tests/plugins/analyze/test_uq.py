@@ -112,6 +112,7 @@ DECAY = {"parameters": {"k": "0.5 1/s"}, "species": {"A": {"in": 1, "D": 1.0, "i
 SOLVER = {"model": DECAY, "t_end_s": 2.0, "dt_s": 0.01}
 
 
+@pytest.mark.slow
 def test_uq_of_a_decay_rate_through_the_solver(tmp_path) -> None:
     mesh = cube_mesh(2, 1000.0)
     uq = cs.method("analyze.uq", solver_params=SOLVER, outputs=["mean_A_cube"], times_s=[1.0, 2.0],
