@@ -2,8 +2,9 @@
 
 A tetrahedron below the quality targets (minimum dihedral angle, radius ratio) is improved by moving its
 movable corners within their stars: each such vertex tries a few candidate positions (the centroid of its
-neighbours, seeded random offsets of a few sizes) and takes the best one only when every tetrahedron around
-it stays positively oriented and the worst of them gets better. The connectivity never changes.
+neighbours, seeded random offsets of a few sizes; when none helps, 640 more offsets, since a vertex between two
+slivers may only escape in a narrow cone) and takes the best one only when every tetrahedron around it stays
+positively oriented and the worst of them gets better. The connectivity never changes.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def remove_slivers(points: np.ndarray, tets: np.ndarray, movable: np.ndarray, mi
     directions = rng.normal(size=(32, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     scales = np.repeat([0.03, 0.08, 0.15, 0.3], 8)[:, None]
+    wide_directions = rng.normal(size=(640, 3))
+    wide_directions /= np.linalg.norm(wide_directions, axis=1, keepdims=True)
+    wide_scales = np.repeat([0.01, 0.03, 0.1, 0.2, 0.4], 128)[:, None]
     # a vertex that found no better place is tried again only after a neighbour moved
     waiting = np.ones(len(points), bool)
     for _ in range(rounds):
@@ -103,12 +107,22 @@ def remove_slivers(points: np.ndarray, tets: np.ndarray, movable: np.ndarray, mi
             length = np.linalg.norm(points[neighbours] - points[vertex], axis=1).mean()
             candidates = np.concatenate([points[neighbours].mean(axis=0)[None],
                                          points[vertex] + length * scales * directions])
-            trial = np.broadcast_to(corners, (len(candidates), *corners.shape)).copy()
-            trial[:, here] = candidates[:, None, :]
-            worst = tet_scores(trial, min_dihedral_deg, min_radius_ratio).min(axis=1)
-            best = int(np.argmax(worst))
-            if worst[best] > current:
+            best, worst = _best_place(corners, here, candidates, min_dihedral_deg, min_radius_ratio)
+            if worst <= current:  # rarely needed, so searched only now: the way out may be a narrow cone
+                candidates = points[vertex] + length * wide_scales * wide_directions
+                best, worst = _best_place(corners, here, candidates, min_dihedral_deg, min_radius_ratio)
+            if worst > current:
                 points[vertex] = candidates[best]
                 waiting[neighbours] = True
-                waiting[vertex] = worst[best] < 1
+                waiting[vertex] = worst < 1
     return points
+
+
+def _best_place(corners: np.ndarray, here: np.ndarray, candidates: np.ndarray, min_dihedral_deg: float,
+                min_radius_ratio: float) -> tuple[int, float]:
+    """The candidate position (index) that gives the star ``corners`` the best worst score, and that score."""
+    trial = np.broadcast_to(corners, (len(candidates), *corners.shape)).copy()
+    trial[:, here] = candidates[:, None, :]
+    worst = tet_scores(trial, min_dihedral_deg, min_radius_ratio).min(axis=1)
+    best = int(np.argmax(worst))
+    return best, float(worst[best])
