@@ -1,10 +1,12 @@
 """Array backends: the iterative solvers are written against the array API.
 
 :func:`namespace` picks the array library of the data (numpy by default,
-CuPy on a GPU, or any array-API library such as array-api-strict in tests);
-:class:`Operator` applies a sparse system matrix and its transpose in that
-library: scipy.sparse for numpy, cupyx.scipy.sparse for CuPy, and for any
-other array-API library a gather followed by a cumulative sum per row (only
+CuPy on a GPU, or any array-API library such as array-api-strict in tests).
+:func:`joseph_operator` gives the projector pair a method works with in that
+library: for NumPy arrays the matrix-free compiled kernels of
+:mod:`._kernels`; otherwise :class:`Operator`, a sparse system matrix and
+its transpose applied with cupyx.scipy.sparse for CuPy, and for any other
+array-API library with a gather followed by a cumulative sum per row (only
 standard functions, so the generic path is exercised on the CPU).
 """
 
@@ -16,6 +18,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
+
+    from ._geometry import Geometry
 
 import cellscape as cs
 
@@ -49,6 +53,29 @@ def device_namespace(device: str) -> Any:
     return namespace(np.zeros(1))
 
 
+def is_numpy(xp: Any) -> bool:
+    """True for NumPy's namespace: the arrays live in host memory, where the compiled kernels run."""
+    compat = cs.require("array_api_compat", package="array-api-compat", who="reconstruct")
+    return bool(compat.is_numpy_namespace(xp))
+
+
+def joseph_operator(geometry: Geometry, xp: Any) -> Any:
+    """Joseph's projector and its exact transpose for arrays of ``xp``.
+
+    NumPy: the matrix-free :class:`._kernels.Projector` (compiled, no matrix
+    stored); any other library: :class:`Operator` over the sparse matrices.
+    Both take and return (n, s) arrays and offer ``forward``, ``adjoint``,
+    ``update``, ``row_sums``, ``column_sums`` and ``subset``.
+    """
+    if is_numpy(xp):
+        from ._kernels import Projector
+
+        return Projector(geometry)
+    from ._geometry import projection_matrix, projection_matrix_transpose
+
+    return Operator(projection_matrix(geometry), xp, projection_matrix_transpose(geometry), geometry=geometry)
+
+
 def to_numpy(array: Any) -> np.ndarray:
     """A NumPy array of any backend's array: as is for NumPy, copied from a GPU for CuPy, via DLPack otherwise."""
     if isinstance(array, (np.ndarray, np.generic)):  # xp.sum of a NumPy array gives a NumPy scalar
@@ -67,10 +94,17 @@ def _row_sums_operator(matrix: sp.csr_matrix, xp: Any) -> tuple[Any, Any, Any, A
 class Operator:
     """A sparse matrix (rays x pixels) and its transpose, applied to (n, slices) arrays of one array library."""
 
-    def __init__(self, matrix: sp.csr_matrix, xp: Any, transpose: sp.csr_matrix | bool = True):
-        """``transpose``: the transpose's CSR if already built, True to build it, False when only forward is used."""
+    def __init__(self, matrix: sp.csr_matrix, xp: Any, transpose: sp.csr_matrix | bool = True,
+                 geometry: Geometry | None = None):
+        """``transpose``: the transpose's CSR if already built, True to build it, False when only forward is used.
+
+        ``geometry``: the geometry of ``matrix`` when it is Joseph's projector
+        (rays numbered ``angle * nu + u``), needed by :meth:`subset` only.
+        """
         self.xp = xp
         self.shape = matrix.shape
+        self._matrix = matrix if geometry is not None else None
+        self._geometry = geometry
         if transpose is True:
             transpose = matrix.T.tocsr()
         compat = cs.require("array_api_compat", package="array-api-compat", who="reconstruct")
@@ -116,7 +150,22 @@ class Operator:
             raise TypeError("this operator was built without its transpose")
         return self._apply(self._adjoint, rays)
 
+    def update(self, x: Any, rays: Any, relaxation: float, nonnegative: bool) -> Any:
+        """SIRT's step: ``x + relaxation * C Aᵀ rays`` (C: 1 / column sums; 0 for unseen pixels), clipped at 0 if asked.
 
-def subset_operators(matrix: sp.csr_matrix, subsets: list[np.ndarray], xp: Any) -> list[Operator]:
-    """One :class:`Operator` per subset of ray rows."""
-    return [Operator(matrix[rows], xp) for rows in subsets]
+        Returns a new array (``x`` is not changed).
+        """
+        xp = self.xp
+        columns = self._col_sum[:, None]
+        seen = columns > 0
+        step = xp.where(seen, relaxation / xp.where(seen, columns, xp.ones_like(columns)), xp.zeros_like(columns))
+        x = x + step * self.adjoint(rays)
+        return xp.maximum(x, xp.zeros_like(x)) if nonnegative else x
+
+    def subset(self, angles: np.ndarray) -> Operator:
+        """The operator of some of the geometry's angles (indices into ``geometry.angles_deg``), rays in that order."""
+        if self._matrix is None or self._geometry is None:
+            raise TypeError("this operator was built without its geometry")
+        nu = self._geometry.nu
+        rows = (np.asarray(angles)[:, None] * nu + np.arange(nu)[None, :]).ravel()
+        return Operator(self._matrix[rows], self.xp)

@@ -8,7 +8,10 @@ row of ``nx`` sits at ``x = j - (nx - 1) / 2``; slab row ``k`` of ``nz`` at
 the detector at ``u = x cos θ + z sin θ`` (the convention of
 ``generate.tilt_series``).
 
-Two matrices, both sparse (CSR, float32) and shared by every slice:
+Two matrices, both sparse (CSR, float32) and shared by every slice. They
+serve CuPy and other array-API libraries; on NumPy arrays the same operators
+run matrix-free as compiled kernels (:mod:`._kernels`), tested equal to these
+matrices:
 
 - :func:`projection_matrix` — Joseph's ray-driven projector: each ray steps
   through the slab one row (or column) at a time and interpolates linearly

@@ -16,8 +16,8 @@ import attrs
 
 import cellscape as cs
 
-from ._backend import Operator
-from ._geometry import Geometry, projection_matrix, projection_matrix_transpose
+from ._backend import joseph_operator
+from ._geometry import Geometry
 from ._iterative import History, IterativeParams, column_norms, log, relative_residual, safe_inverse
 from ._slab import SlabReconstructor
 
@@ -35,10 +35,10 @@ class CGLS(SlabReconstructor):
 
     def setup(self, geometry: Geometry, xp: Any, context: dict[str, Any]) -> Any:
         self.history = History()
-        return Operator(projection_matrix(geometry), xp, projection_matrix_transpose(geometry))
+        return joseph_operator(geometry, xp)
 
     def solve_slab(self, state: Any, rays: Any, xp: Any) -> Any:
-        operator: Operator = state
+        operator = state
         p = self.params
         x = xp.zeros((operator.shape[1], rays.shape[1]), dtype=rays.dtype)
         data_norm = column_norms(xp, rays)

@@ -17,8 +17,8 @@ import numpy as np
 
 import cellscape as cs
 
-from ._backend import Operator
-from ._geometry import Geometry, projection_matrix
+from ._backend import joseph_operator
+from ._geometry import Geometry
 from ._iterative import History, IterativeParams, column_norms, log, relative_residual, safe_inverse
 from ._slab import SlabReconstructor
 
@@ -47,21 +47,20 @@ class SART(SlabReconstructor):
 
     name = "reconstruct.sart"
     Params = SARTParams
+    small_kernels = True  # two kernel launches per subset, each over a few tilts only
 
     def setup(self, geometry: Geometry, xp: Any, context: dict[str, Any]) -> Any:
         p = self.params
         n_angles = len(geometry.angles_deg)
         n_subsets = min(p.subsets or n_angles, n_angles)
         by_angle = np.argsort(geometry.angles_deg)
-        matrix = projection_matrix(geometry)
-        full = Operator(matrix, xp, transpose=False)
+        full = joseph_operator(geometry, xp)
         subsets = []
         for k in subset_order(n_subsets):
             angles = by_angle[k::n_subsets]
             rows = (angles[:, None] * geometry.nu + np.arange(geometry.nu)[None, :]).ravel()
-            operator = Operator(matrix[rows], xp)
-            subsets.append((operator, xp.asarray(rows), safe_inverse(xp, operator.row_sums())[:, None],
-                            safe_inverse(xp, operator.column_sums())[:, None]))
+            operator = full.subset(angles)
+            subsets.append((operator, xp.asarray(rows), safe_inverse(xp, operator.row_sums())[:, None]))
         self.history = History()
         return full, subsets
 
@@ -70,17 +69,15 @@ class SART(SlabReconstructor):
         p = self.params
         x = xp.zeros((full.shape[1], rays.shape[1]), dtype=rays.dtype)
         data_norm = column_norms(xp, rays)
-        parts = [xp.take(rays, rows, axis=0) for _, rows, _, _ in subsets]
+        parts = [xp.take(rays, rows, axis=0) for _, rows, _ in subsets]
         history: list[float] = []
         for _ in range(p.iterations):
             if p.tolerance is not None:
                 history.append(relative_residual(xp, rays - full.forward(x), data_norm))
                 if history[-1] < p.tolerance:
                     break
-            for (operator, _, inv_rows, inv_cols), part in zip(subsets, parts, strict=True):
-                x = x + (p.relaxation * inv_cols) * operator.adjoint(inv_rows * (part - operator.forward(x)))
-                if p.positivity:
-                    x = xp.maximum(x, xp.zeros_like(x))
+            for (operator, _, inv_rows), part in zip(subsets, parts, strict=True):
+                x = operator.update(x, inv_rows * (part - operator.forward(x)), p.relaxation, p.positivity)
         if p.tolerance is None:
             history.append(relative_residual(xp, rays - full.forward(x), data_norm))
         self.history.add(history)

@@ -2,7 +2,8 @@
 
 Every iteration projects the current estimate with Joseph's projector A,
 compares with the data, and backprojects the normalised difference with the
-exact transpose::
+exact transpose (matrix-free compiled kernels for NumPy arrays, sparse
+matrices otherwise; see :func:`._backend.joseph_operator`)::
 
     x <- x + λ C Aᵀ R (b - A x),     R = 1 / row sums of A,  C = 1 / column sums of A
 
@@ -19,8 +20,8 @@ import attrs
 
 import cellscape as cs
 
-from ._backend import Operator
-from ._geometry import Geometry, projection_matrix, projection_matrix_transpose
+from ._backend import joseph_operator
+from ._geometry import Geometry
 from ._iterative import History, IterativeParams, column_norms, log, relative_residual, safe_inverse
 from ._slab import SlabReconstructor
 
@@ -37,25 +38,22 @@ class SIRT(SlabReconstructor):
     Params = SIRTParams
 
     def setup(self, geometry: Geometry, xp: Any, context: dict[str, Any]) -> Any:
-        operator = Operator(projection_matrix(geometry), xp, projection_matrix_transpose(geometry))
+        operator = joseph_operator(geometry, xp)
         self.history = History()
-        return operator, safe_inverse(xp, operator.row_sums())[:, None], safe_inverse(xp, operator.column_sums())[:, None]
+        return operator, safe_inverse(xp, operator.row_sums())[:, None]
 
     def solve_slab(self, state: Any, rays: Any, xp: Any) -> Any:
-        operator, inv_rows, inv_cols = state
+        operator, inv_rows = state
         p = self.params
         x = xp.zeros((operator.shape[1], rays.shape[1]), dtype=rays.dtype)
         data_norm = column_norms(xp, rays)
         history: list[float] = []
-        step = p.relaxation * inv_cols
         for _ in range(p.iterations):
             residual = rays - operator.forward(x)
             history.append(relative_residual(xp, residual, data_norm))
             if p.tolerance is not None and history[-1] < p.tolerance:
                 break
-            x = x + step * operator.adjoint(inv_rows * residual)
-            if p.positivity:
-                x = xp.maximum(x, xp.zeros_like(x))
+            x = operator.update(x, inv_rows * residual, p.relaxation, p.positivity)
         self.history.add(history)
         log.info("%s: %s", self.name, self.history.summary())
         return x
