@@ -28,8 +28,8 @@ import numpy as np
 
 import cellscape as cs
 
-from ._backend import Operator, to_numpy
-from ._geometry import Geometry, projection_matrix, projection_matrix_transpose
+from ._backend import joseph_operator, to_numpy
+from ._geometry import Geometry
 from ._iterative import History, IterativeParams, column_norms, log, relative_residual, safe_inverse
 from ._slab import SlabReconstructor
 
@@ -40,17 +40,22 @@ class TVParams(IterativeParams):
     weight: float = cs.param(0.02, ge=0, help="TV weight relative to the data's density scale (0: no regularisation)")
 
 
-def gradient(xp: Any, image: Any) -> tuple[Any, Any]:
-    """Forward differences along z and x of (nz, nx, s) images, zero on the last row/column."""
-    dz = xp.concat([image[1:, ...] - image[:-1, ...], xp.zeros_like(image[:1, ...])], axis=0)
-    dx = xp.concat([image[:, 1:, ...] - image[:, :-1, ...], xp.zeros_like(image[:, :1, ...])], axis=1)
-    return dz, dx
+def add_gradient(image: Any, pz: Any, px: Any, factor: float) -> None:
+    """``pz += factor ∂z image``, ``px += factor ∂x image``: forward differences of (nz, nx, s) images, in place.
+
+    The last row of ``pz`` and the last column of ``px`` are left as they are
+    (the gradient is zero there).
+    """
+    pz[:-1, ...] += factor * (image[1:, ...] - image[:-1, ...])
+    px[:, :-1, ...] += factor * (image[:, 1:, ...] - image[:, :-1, ...])
 
 
-def gradient_adjoint(xp: Any, dz: Any, dx: Any) -> Any:
-    """Transpose of :func:`gradient` (minus the divergence); ``dz``, ``dx`` must be zero on the last row/column."""
-    return (xp.concat([xp.zeros_like(dz[:1, ...]), dz[:-1, ...]], axis=0) - dz
-            + xp.concat([xp.zeros_like(dx[:, :1, ...]), dx[:, :-1, ...]], axis=1) - dx)
+def add_gradient_adjoint(out: Any, pz: Any, px: Any) -> None:
+    """``out += ∇ᵀ(pz, px)`` (minus the divergence), in place; ``pz``, ``px`` must be zero on the last row/column."""
+    out -= pz
+    out[1:, ...] += pz[:-1, ...]
+    out -= px
+    out[:, 1:, ...] += px[:, :-1, ...]
 
 
 class TotalVariation(SlabReconstructor):
@@ -58,10 +63,10 @@ class TotalVariation(SlabReconstructor):
 
     name = "reconstruct.tv"
     Params = TVParams
-    working_arrays = 10
+    working_arrays = 7
 
     def setup(self, geometry: Geometry, xp: Any, context: dict[str, Any]) -> Any:
-        operator = Operator(projection_matrix(geometry), xp, projection_matrix_transpose(geometry))
+        operator = joseph_operator(geometry, xp)
         rows, cols = to_numpy(operator.row_sums()), to_numpy(operator.column_sums())
         # density scale from a sample of detector rows over the whole series (same for every slab)
         ny = context["ny"]
@@ -79,8 +84,9 @@ class TotalVariation(SlabReconstructor):
         operator, sigma, tau, mu, geometry = state
         p = self.params
         nz, nx, s = geometry.nz, geometry.nx, rays.shape[1]
+        # updated in place where the array API allows, so a slab needs about seven images of memory
         x = xp.zeros((nz * nx, s), dtype=rays.dtype)
-        x_bar = x
+        x_bar = xp.zeros_like(x)
         dual = xp.zeros_like(rays)
         pz = xp.zeros((nz, nx, s), dtype=rays.dtype)
         px = xp.zeros_like(pz)
@@ -92,19 +98,33 @@ class TotalVariation(SlabReconstructor):
                 history.append(relative_residual(xp, rays - projected, data_norm))
                 if history[-1] < p.tolerance:
                     break
-            dual = (dual + sigma * (projected - rays)) / (1.0 + sigma)
+            projected -= rays
+            projected *= sigma
+            dual += projected
+            dual /= 1.0 + sigma
+            del projected
+            step = operator.adjoint(dual)
             if mu > 0:
-                gz, gx = gradient(xp, xp.reshape(x_bar, (nz, nx, s)))
-                pz, px = pz + 0.5 * gz, px + 0.5 * gx
-                shrink = xp.maximum(xp.ones_like(pz), xp.sqrt(pz * pz + px * px) / mu)
-                pz, px = pz / shrink, px / shrink
-                tv_term = xp.reshape(gradient_adjoint(xp, pz, px), (nz * nx, s))
-            else:
-                tv_term = xp.zeros_like(x)
-            x_next = x - tau * (operator.adjoint(dual) + tv_term)
+                add_gradient(xp.reshape(x_bar, (nz, nx, s)), pz, px, 0.5)
+                shrink = xp.sqrt(pz * pz + px * px)
+                shrink /= mu
+                shrink = xp.clip(shrink, min=1.0)
+                pz /= shrink
+                px /= shrink
+                del shrink
+                step = xp.reshape(step, (nz, nx, s))
+                add_gradient_adjoint(step, pz, px)
+                step = xp.reshape(step, (nz * nx, s))
+            step *= tau
+            x_next = x - step
+            del step
             if p.positivity:
-                x_next = xp.maximum(x_next, xp.zeros_like(x_next))
-            x_bar = 2.0 * x_next - x
+                x_next = xp.clip(x_next, min=0.0)
+            # x_bar = 2 x_next - x, in the memory of the old x
+            x_bar = x
+            x_bar *= -1.0
+            x_bar += x_next
+            x_bar += x_next
             x = x_next
         if p.tolerance is None:
             history.append(relative_residual(xp, rays - operator.forward(x), data_norm))
