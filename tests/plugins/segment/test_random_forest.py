@@ -268,6 +268,24 @@ def test_spec_step_with_chunks_equals_the_whole_volume_prediction(phantom, train
     assert not list((tmp_path / "run" / "store" / "scratch").glob("*.npy"))  # the scratch copies are gone
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_chunked_prediction_on_dask_workers_equals_the_whole_volume(phantom, trained, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from cellscape._executor import DaskExecutor
+    from cellscape._runner import Runner
+    from cellscape._spec import load_spec
+
+    cs.write(phantom[0], tmp_path / "v.ome.zarr")
+    cs.write(trained["model"], tmp_path / "forest.npz")
+    (tmp_path / "chunked.yaml").write_text(APPLY.format(chunks="chunks: 32"))
+    whole = RandomForest(**FAST)(phantom[0], model=trained["model"])
+    with DaskExecutor(workers=2) as executor:
+        remote = Runner(load_spec(tmp_path / "chunked.yaml"), tmp_path / "dask").run(executor=executor, report=False)
+    np.testing.assert_array_equal(remote.artefact("apply", "labels").data, whole["labels"].data)
+    np.testing.assert_allclose(remote.artefact("apply", "probability").data, whole["probability"].data, atol=1e-6)
+
+
 def test_a_model_reaching_beyond_the_declared_halo_is_refused(phantom, trained) -> None:
     # the halo is declared from the parameters (scales [1.0]: radius 4 + 2); the model's filters reach 14 + 7
     with pytest.raises(cs.InputError, match=r"reach \(21, 21, 21\) voxels, beyond the halo \(6, 6, 6\).*set "
