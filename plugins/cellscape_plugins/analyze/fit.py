@@ -260,14 +260,14 @@ def profile_intervals(forward: CachedForward, observed: np.ndarray, specs: list[
             refit = fit_least_squares(CachedForward(with_fixed, m), observed, begun, sigma)
             return 2.0 * refit.cost - threshold
 
-        theta = float(result.estimate[i])
+        centre = float(result.estimate[i])
         for side, bound in ((0, spec.low), (1, spec.high)):
-            if not math.isfinite(threshold) or theta == bound:
+            if not math.isfinite(threshold) or centre == bound:
                 continue
             if excess(bound) <= 0:
                 end = bound  # the data do not exclude the bound
             else:
-                end = optimize.brentq(excess, theta, bound, xtol=1e-6 * max(abs(theta), 1e-12), rtol=1e-6)
+                end = optimize.brentq(excess, centre, bound, xtol=1e-6 * max(abs(centre), 1e-12), rtol=1e-6)
             (lows if side == 0 else highs)[i] = end
     return attrs.evolve(result, ci_low=lows, ci_high=highs)
 

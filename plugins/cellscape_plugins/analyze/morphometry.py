@@ -146,7 +146,7 @@ class Morphometry(cs.Analyzer):
         from skimage import measure
 
         sigma = self.params.smoothing_voxels
-        pad = int(math.ceil(3 * sigma)) + 2
+        pad = math.ceil(3 * sigma) + 2
         where = np.argwhere(mask)
         low, high = where.min(axis=0), where.max(axis=0) + 1
         crop = np.pad(mask[tuple(slice(a, b) for a, b in zip(low, high, strict=True))].astype(np.float64), pad)
