@@ -341,6 +341,40 @@ def fit_residuals_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
     return _save(fig, out_dir, title, "fit")
 
 
+def estimates_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """Fitted parameters (analyze.fit ``table``): each estimate with its interval, relative to the estimate."""
+    plt = _pyplot()
+    names = [str(n) for n in table.columns["parameter"]]
+    estimate = table.columns["estimate"]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(names) + 2), 4))
+    x = np.arange(len(names))
+    low = (estimate - table.columns["ci_low"]) / np.abs(estimate)
+    high = (table.columns["ci_high"] - estimate) / np.abs(estimate)
+    ax.errorbar(x, np.ones(len(names)), yerr=np.nan_to_num(np.vstack([low, high])), fmt="o", capsize=4, color="#4c72b0")
+    ax.axhline(1.0, color="#999", linewidth=0.8)
+    labels = [f"{n}\n{e:.4g} {u}".strip() for n, e, u in
+              zip(names, estimate, table.columns.get("unit", np.full(len(names), "")), strict=True)]
+    ax.set_xticks(x, labels)
+    _label_axes(ax, title, "parameter (estimate)", "interval / estimate")
+    return _save(fig, out_dir, title, "estimates")
+
+
+def morphometry_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
+    """Per-object sizes (analyze.morphometry ``table``): volume per object, and sphericity against volume."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    names = [str(n) for n in table.columns["object"]]
+    shown = min(len(names), 40)
+    left.bar(np.arange(shown), table.columns["volume"][:shown], color="#4c72b0")
+    left.set_xticks(np.arange(shown), names[:shown], rotation=60, ha="right", fontsize=7)
+    _label_axes(left, f"volume of {len(names)} object(s)" + (f" (first {shown})" if shown < len(names) else ""),
+                "", f"volume ({table.units.get('volume', '')})")
+    right.scatter(table.columns["volume"], table.columns["sphericity"], color="#dd8452", s=18)
+    _label_axes(right, "shape", f"volume ({table.units.get('volume', '')})", "sphericity")
+    fig.suptitle(title)
+    return _save(fig, out_dir, title, "morphometry")
+
+
 def components_figure(table: cs.Table, out_dir: Path, title: str) -> Path:
     """Explained variance per component (analyze.reduce ``table``), with the cumulative share."""
     plt = _pyplot()
@@ -384,6 +418,10 @@ def analysis_figures(table: cs.Table, out_dir: Path, title: str) -> list[Path] |
         return [monte_carlo_figure(table, out_dir, title)]
     if _has(table, "output", "time_s", "observed", "predicted", "standardized"):
         return [fit_residuals_figure(table, out_dir, title)]
+    if _has(table, "parameter", "estimate", "ci_low", "ci_high"):
+        return [estimates_figure(table, out_dir, title)]
+    if _has(table, "object", "volume", "sphericity"):
+        return [morphometry_figure(table, out_dir, title)]
     if _has(table, "component", "explained_variance_ratio", "cumulative"):
         return [components_figure(table, out_dir, title)]
     if _has(table, "embed_x", "embed_y", "cluster"):
@@ -392,7 +430,8 @@ def analysis_figures(table: cs.Table, out_dir: Path, title: str) -> list[Path] |
 
 
 def table_figures(table: cs.Table, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """Analysis tables (Sobol bars, Morris plane, Monte Carlo bands, fit curves and residuals, scree plot, embedding) by
+    """Analysis tables (Sobol bars, Morris plane, Monte Carlo bands, fit curves and residuals, estimates with intervals,
+    per-object sizes, scree plot, embedding) by
     their columns; otherwise a time course plot for tables with a ``time_s`` column (others: HTML only)."""
     analysis = analysis_figures(table, Path(out_dir), title)
     if analysis is not None:

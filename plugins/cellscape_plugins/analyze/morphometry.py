@@ -18,7 +18,9 @@ Area, curvature
     triangulation's noise: about half of H on a sphere of 10 voxels, so
     compare it between objects of similar size, not with zero.
 Shape
-    equivalent-sphere radius (3V / 4π)^⅓ and sphericity π^⅓ (6V)^⅔ / A (1 for a sphere).
+    equivalent-sphere radius (3V / 4π)^⅓ of the voxel volume, and sphericity
+    π^⅓ (6V_s)^⅔ / A with V_s the volume inside the measured surface (1 for
+    a sphere, < 1 otherwise).
 Distances
     between objects: their centroids, and their surfaces — the shortest
     distance between the vertices of the two (smoothed) surfaces; to the
@@ -99,7 +101,8 @@ class Morphometry(cs.Analyzer):
         the marker's name), ``label`` (label value or marker), ``voxels`` (or ``triangles``), ``volume`` (µm³),
         ``area`` (µm²), ``equivalent_radius`` (nm), ``sphericity``, ``centroid_x``/``_y``/``_z`` (nm),
         ``mean_curvature`` and ``curvature_sd`` (1/µm), ``membrane_distance`` (nm; NaN without ``membrane``
-        and for the membrane class itself).
+        and for the membrane class itself), ``smoothed`` (1 when the surface was measured after smoothing; 0 for
+        surface meshes, ``smoothing_voxels: 0``, and objects too thin to survive it, measured on raw voxels).
     distances : Table
         One row per pair of objects: ``object_a``, ``object_b``, ``centroid_distance`` and ``surface_distance`` (nm).
     """
@@ -139,9 +142,11 @@ class Morphometry(cs.Analyzer):
                 objects.append((name, value, mask))
         return [o for o in objects if int(o[2].sum()) >= self.params.min_voxels]
 
-    def _surface(self, mask: np.ndarray, voxel: np.ndarray, origin: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+    def _surface(self, mask: np.ndarray, voxel: np.ndarray,
+                 origin: np.ndarray) -> tuple[float, float, float, np.ndarray, float, bool]:
         """Area (nm²), area-weighted mean and SD of the mean curvature (1/nm) of the mask's smoothed surface,
-        and its vertices (x, y, z) in nm."""
+        its vertices (x, y, z) in nm, the volume it encloses (nm³), and whether it was smoothed (an object
+        too thin to keep a value above ½ after smoothing is measured on its raw voxels)."""
         from scipy import ndimage
         from skimage import measure
 
@@ -150,9 +155,9 @@ class Morphometry(cs.Analyzer):
         where = np.argwhere(mask)
         low, high = where.min(axis=0), where.max(axis=0) + 1
         crop = np.pad(mask[tuple(slice(a, b) for a, b in zip(low, high, strict=True))].astype(np.float64), pad)
-        if sigma > 0:
-            crop = ndimage.gaussian_filter(crop, sigma)
-        verts, faces, _, _ = measure.marching_cubes(crop, 0.5, spacing=tuple(voxel))
+        smoothed = ndimage.gaussian_filter(crop, sigma) if sigma > 0 else crop
+        was_smoothed = sigma > 0 and float(smoothed.max()) > 0.5
+        verts, faces, _, _ = measure.marching_cubes(smoothed if was_smoothed else crop, 0.5, spacing=tuple(voxel))
         verts = (verts + (low - pad) * voxel + origin)[:, ::-1]  # crop (z, y, x) → physical (x, y, z)
         if _enclosed(verts, faces) < 0:
             faces = faces[:, ::-1]  # turn the triangles outwards, so convex parts have H > 0
@@ -160,7 +165,7 @@ class Morphometry(cs.Analyzer):
         curvature, weights = mean_curvature(verts, faces)
         mean = float(np.dot(curvature, weights) / weights.sum())
         sd = float(np.sqrt(np.dot((curvature - mean) ** 2, weights) / weights.sum()))
-        return area, mean, sd, verts
+        return area, mean, sd, verts, _enclosed(verts, faces), was_smoothed
 
     def _measure_labels(self, labels: cs.Labels) -> tuple[list[dict[str, Any]], list[np.ndarray], np.ndarray | None]:
         """Records of every object of a label image, their surface vertices (nm), the membrane's vertices."""
@@ -178,9 +183,10 @@ class Morphometry(cs.Analyzer):
             membrane = self._surface(ndimage.binary_fill_holes(labels.data == membrane_value), voxel, origin)[3]
         records, surfaces = [], []
         for name, value, mask in self.progress(objects, total=len(objects), description="objects"):
-            area, curvature, curvature_sd, surface = self._surface(mask, voxel, origin)
+            area, curvature, curvature_sd, surface, enclosed, smoothed = self._surface(mask, voxel, origin)
             records.append({"object": name, "label": value, "voxels": int(mask.sum()),
                             "volume_nm3": int(mask.sum()) * float(np.prod(voxel)), "area_nm2": area,
+                            "surface_volume_nm3": enclosed, "smoothed": int(smoothed),
                             "centroid": (origin + np.argwhere(mask).mean(axis=0) * voxel)[::-1],
                             "curvature": curvature, "curvature_sd": curvature_sd, "is_membrane": value == membrane_value})
             surfaces.append(surface)
@@ -211,7 +217,7 @@ class Morphometry(cs.Analyzer):
             curvature, weights = mean_curvature(vertices, local)
             mean = float(np.dot(curvature, weights) / weights.sum())
             records.append({"object": mesh.marker_names.get(marker, f"marker_{marker}"), "label": marker,
-                            "triangles": len(local), "volume_nm3": volume,
+                            "triangles": len(local), "volume_nm3": volume, "surface_volume_nm3": volume, "smoothed": 0,
                             "area_nm2": float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum() / 2),
                             "centroid": centroid, "curvature": mean,
                             "curvature_sd": float(np.sqrt(np.dot((curvature - mean) ** 2, weights) / weights.sum())),
@@ -247,14 +253,17 @@ class Morphometry(cs.Analyzer):
                 "object": record["object"], "label": record["label"], count: record[count],
                 "volume": volume / NM3_PER_UM3, "area": area / NM2_PER_UM2,
                 "equivalent_radius": (3 * volume / (4 * math.pi)) ** (1 / 3),
-                "sphericity": math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area if area > 0 else math.nan,
+                # area and volume of the same surface: ≤ 1 (isoperimetric), even where smoothing rounds small objects
+                "sphericity": (math.pi ** (1 / 3) * (6 * record["surface_volume_nm3"]) ** (2 / 3) / area
+                               if area > 0 else math.nan),
                 "centroid_x": record["centroid"][0], "centroid_y": record["centroid"][1],
                 "centroid_z": record["centroid"][2], "mean_curvature": record["curvature"] * NM_PER_UM,
                 "curvature_sd": record["curvature_sd"] * NM_PER_UM, "membrane_distance": distance,
+                "smoothed": record["smoothed"],
             })
         units = {count: "voxel" if count == "voxels" else "", "volume": "um^3", "area": "um^2",
                  "equivalent_radius": "nm", "sphericity": "", "centroid_x": "nm", "centroid_y": "nm", "centroid_z": "nm",
-                 "mean_curvature": "1/um", "curvature_sd": "1/um", "membrane_distance": "nm"}
+                 "mean_curvature": "1/um", "curvature_sd": "1/um", "membrane_distance": "nm", "smoothed": ""}
         columns = {key: np.array([r[key] for r in rows]) for key in rows[0]}
         pairs: dict[str, list[Any]] = {"object_a": [], "object_b": [], "centroid_distance": [], "surface_distance": []}
         if self.params.distances:

@@ -31,11 +31,17 @@ def analysis_tables() -> dict[str, cs.Table]:
     rng = np.random.default_rng(1)
     data = np.concatenate([rng.normal(0, 1, (20, 3)), rng.normal(6, 1, (20, 3))])
     reduced = cs.method("analyze.reduce", clustering="none")(table=cs.Table({n: data[:, j] for j, n in enumerate("xyz")}))
+    data = np.zeros((30, 30, 30), np.uint8)
+    data[5:12, 5:12, 5:12] = 1
+    data[15:25, 15:25, 15:25] = 2
+    shapes = cs.method("analyze.morphometry")(cs.Labels(data, {1: "small", 2: "large"}, 5.0))
     return {"sobol": studied["sensitivity"], "morris": studied["screening"], "montecarlo": studied["table"],
-            "fit": fitted["residuals"], "components": reduced["table"], "embedding": reduced["scores"]}
+            "fit": fitted["residuals"], "estimates": fitted["table"], "morphometry": shapes["table"],
+            "components": reduced["table"], "embedding": reduced["scores"]}
 
 
-@pytest.mark.parametrize("kind", ["sobol", "morris", "montecarlo", "fit", "components", "embedding"])
+@pytest.mark.parametrize("kind", ["sobol", "morris", "montecarlo", "fit", "estimates", "morphometry", "components",
+                                  "embedding"])
 def test_analysis_tables_get_their_figure(kind: str, tmp_path) -> None:
     import matplotlib.image
 

@@ -75,6 +75,19 @@ def test_instances_split_a_class_into_its_components() -> None:
     assert out["distances"].n_rows == 0
 
 
+def test_a_cube_is_less_spherical_and_a_tiny_object_is_measured_unsmoothed() -> None:
+    data = np.zeros((40, 40, 40), np.uint8)
+    data[5:35, 5:35, 5:35] = 1
+    data[1:3, 1:3, 1:3] = 2  # 2 voxels across: smoothing by 1 voxel leaves nothing above ½
+    rows = {r["object"]: r for r in cs.method("analyze.morphometry")(cs.Labels(data, {1: "cube", 2: "tiny"}, 5.0))[
+        "table"].rows()}
+    # a cube's sphericity is (π/6)^⅓ = 0.806; smoothing by 1 voxel rounds its 30-voxel edges a little
+    assert 0.806 < rows["cube"]["sphericity"] < 0.86 and rows["cube"]["smoothed"] == 1
+    assert 0.92 * 6 * 150.0**2 / 1e6 < rows["cube"]["area"] < 6 * 150.0**2 / 1e6  # rounding only cuts edges off
+    assert rows["tiny"]["smoothed"] == 0 and rows["tiny"]["voxels"] == 8
+    assert 0 < rows["tiny"]["sphericity"] <= 1
+
+
 def test_mean_curvature_of_a_fine_sphere_mesh() -> None:
     from skimage import measure
 
