@@ -176,3 +176,29 @@ def test_uq_on_a_gaussian_process_surrogate_of_the_solver() -> None:
     runs = {r["quantity"]: r["value"] for r in out["runs"].rows()}
     assert runs["forward_runs"] == 18 and runs["surrogate_training_runs"] == 12  # not 256 + 256 * 4
     assert runs["surrogate_validation_runs"] == 6 and runs["surrogate_validation_error"] < 0.01
+
+
+def test_lognormal_and_normal_parameters_propagate_with_their_moments() -> None:
+    specs = parse_parameters({"k": {"distribution": "lognormal", "median": 2.0, "sigma": 0.3},
+                              "g": {"distribution": "normal", "mean": -1.0, "std": 0.5}}, "test",
+                             require_bounds=False, distributions=True)
+    result = monte_carlo(CachedForward(lambda t: np.array(t), 2), specs, 4096, seed=0)
+    assert result["mean"][0] == pytest.approx(2.0 * math.exp(0.3**2 / 2), rel=0.005)
+    assert result["quantiles"][1][0] == pytest.approx(2.0, rel=0.01)  # the median
+    assert result["mean"][1] == pytest.approx(-1.0, abs=1e-12) and result["std"][1] == pytest.approx(0.5, rel=0.02)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({}, "parameter 'parameters' is empty"),
+    ({"k": 3.0}, "parameter 'k' must be a mapping such as"),
+    ({"k": {"bounds": [1, 2], "step": 1}}, r"parameter 'k': unknown key\(s\) \['step'\]"),
+    ({"k": {"bounds": [2, 1]}}, r"bounds \[2, 1\] must have low < high"),
+    ({"k": {"bounds": [1]}}, r"bounds must be \[low, high\], got \[1\]"),
+    ({"k": {"bounds": [0, 1], "log": True}}, r"log: true needs bounds > 0, got \[0, 1\]"),
+    ({"k": {"distribution": "normal", "mean": 1.0, "std": 0.0}}, "the spread .* must be > 0, got 0"),
+    ({"k": {"distribution": "lognormal", "median": -1.0, "sigma": 0.1}}, "median of a lognormal distribution must be > 0"),
+    ({"k": {"distribution": "normal", "std": 1.0}}, "parameter 'k': mean must be a finite number, got None"),
+])
+def test_parameter_declarations_are_checked(entry: dict, message: str) -> None:
+    with pytest.raises(cs.InputError, match=message):
+        parse_parameters(entry, "analyze.uq", require_bounds=False, distributions=True)
