@@ -40,7 +40,7 @@ def test_listing_builtin_methods_imports_no_heavy_library() -> None:
     import subprocess
     import sys
 
-    heavy = ("scipy", "skimage", "sklearn", "torch", "vtk", "pymeshlab", "tetgen", "petsc4py", "matplotlib")
+    heavy = ("scipy", "skimage", "sklearn", "torch", "vtk", "pymeshlab", "tetgen", "petsc4py", "matplotlib", "numba")
     code = f"import sys, cellscape as cs; cs.methods(); print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

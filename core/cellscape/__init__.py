@@ -25,6 +25,7 @@ from ._method import (
     Solver,
     Tetrahedralizer,
 )
+from ._mpi import mpi_shared
 from ._params import ParamInfo, param
 from ._payload import content_hash
 from ._progress import progress
@@ -73,6 +74,7 @@ __all__ = [
     "hookspec",
     "method",
     "methods",
+    "mpi_shared",
     "param",
     "progress",
     "read",

@@ -287,7 +287,8 @@ def _load(store: Any, name: str, where: str, ref: str, kind: Any) -> Any:
     return store.get(ref, verify=False)
 
 
-def compute_step(store_root: str, method_cls: type, params: Any, inputs: Mapping[str, tuple[str, str, Any]]) -> dict[str, Any]:
+def compute_step(store_root: str, method_cls: type, params: Any, inputs: Mapping[str, tuple[str, str, Any]],
+                 store_outputs: bool = True) -> dict[str, Any]:
     """Run one method and put its outputs into the store (on whichever worker runs it).
 
     Parameters
@@ -300,6 +301,8 @@ def compute_step(store_root: str, method_cls: type, params: Any, inputs: Mapping
         The method's validated parameters.
     inputs : dict
         Input name → ``("file", path, kind class)`` or ``("store", content hash, None)``.
+    store_outputs : bool
+        False on the MPI ranks other than 0 of a collective method: they compute, rank 0 stores.
 
     Returns
     -------
@@ -317,6 +320,6 @@ def compute_step(store_root: str, method_cls: type, params: Any, inputs: Mapping
     method._check_inputs(loaded)
     outputs = method._check_outputs(method.run(**loaded))
     elapsed = time.perf_counter() - start
-    stored = {name: {"hash": store.put(a), "kind": a.kind} for name, a in outputs.items()}
+    stored = {name: {"hash": store.put(a), "kind": a.kind} for name, a in outputs.items()} if store_outputs else {}
     return {"outputs": stored, "time_s": round(elapsed, 4), "worker": f"{os.uname().nodename}:{os.getpid()}",
             "started": started, "finished": time.time()}

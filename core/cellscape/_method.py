@@ -81,6 +81,12 @@ class Method:
         The Volume/Labels input this method can process chunk by chunk (with
         :meth:`chunk_halo` voxels of context), or None when it needs the
         whole volume at once (e.g. a global threshold); see ``cellscape._chunked``.
+    mpi_collective : bool
+        Under ``mpiexec -n N cellscape run``, run this method on every rank at
+        once (it communicates through MPI, e.g. a distributed PETSc solve);
+        rank 0's outputs are stored. Other methods run on rank 0 only. A method
+        collective for some parameters only (a solver with ``backend: petsc``)
+        overrides :meth:`runs_collectively` instead.
     """
 
     name: ClassVar[str] = ""
@@ -90,6 +96,7 @@ class Method:
     inputs: ClassVar[Mapping[str, Port | type[Artefact]]] = {}
     outputs: ClassVar[Mapping[str, Port | type[Artefact]]] = {}
     chunk_port: ClassVar[str | None] = None
+    mpi_collective: ClassVar[bool] = False
 
     def __init__(self, params: Any = None, **values: Any):
         if params is not None and values:
@@ -120,6 +127,10 @@ class Method:
 
     def params_json(self) -> dict[str, Any]:
         return params_to_json(self.params)
+
+    def runs_collectively(self) -> bool:
+        """Whether, with these parameters, every MPI rank runs this method together (default: ``mpi_collective``)."""
+        return self.mpi_collective
 
     def chunk_halo(self, voxel_size_nm: tuple[float, float, float]) -> tuple[int, int, int]:
         """Voxels of context (z, y, x) each chunk needs on every side for a result equal to the whole array's.

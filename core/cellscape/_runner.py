@@ -28,6 +28,7 @@ import attrs
 from ._data import Artefact, Table
 from ._errors import InputError, StepError
 from ._executor import Executor, ExecutorConfig, InputFileError, compute_chunked_step, compute_step, make_executor
+from ._mpi import patient_bcast, rank_alone
 from ._params import build_params, params_to_json
 from ._payload import atomic_write
 from ._progress import RichProgress, showing_progress
@@ -261,29 +262,47 @@ class Runner:
         steps with the same cache key, e.g. the shared upstream part of sweep
         members, are computed once.
         """
+        from ._mpi import world
+
         forced = self._forced(force)
+        comm = world()
+        self._root = comm is None or comm.Get_rank() == 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.store.clean_temporaries()
+        if self._root:
+            self.store.clean_temporaries()
+        if comm is not None:
+            comm.Barrier()  # no rank reads the store while rank 0 tidies it
         saves_path = self.run_dir / ".saved.json"
         saves_index: dict[str, str] = json.loads(saves_path.read_text()) if saves_path.exists() else {}
         provenance = self._provenance_header()
         sweep = self.spec.sweep
         members = [_MemberState(None, self.spec, self.run_dir)] if sweep is None else [
             _MemberState(m.index, m.spec, self.run_dir / "members" / f"{m.index:03d}") for m in sweep.members]
-        own = executor is None
-        if executor is None:
+        own = executor is None and comm is None
+        if comm is not None:
+            executor = None
+            provenance["executor"] = {"type": "mpi", "ranks": comm.Get_size()}
+        elif executor is None:
             executor = make_executor(self.executor_config)
-        provenance["executor"] = executor.describe()
-        sink = contextlib.nullcontext() if quiet else RichProgress()
+        if executor is not None:
+            provenance["executor"] = executor.describe()
+        sink = contextlib.nullcontext() if quiet or not self._root else RichProgress()
         try:
             with sink as display, showing_progress(display):  # type: ignore[arg-type]
-                self._schedule(members, forced, quiet, executor, provenance, saves_index)
+                if comm is not None:
+                    self._schedule_mpi(members, forced, quiet, comm, provenance, saves_index)
+                else:
+                    self._schedule(members, forced, quiet, executor, provenance, saves_index)  # type: ignore[arg-type]
         finally:
             if own:
-                executor.close()
-            atomic_write(saves_path, lambda tmp: tmp.write_text(json.dumps(saves_index, indent=1, sort_keys=True)))
+                executor.close()  # type: ignore[union-attr]
+            if self._root:
+                atomic_write(saves_path, lambda tmp: tmp.write_text(json.dumps(saves_index, indent=1, sort_keys=True)))
         saved = [Path(p) for state in members for record in state.records for p in record.get("saved", [])]
         sweep_table = None
+        if not self._root:  # the other MPI ranks: the same hashes, nothing written
+            return RunResult(self.run_dir, provenance, members[0].hashes if sweep is None else {}, [], None, self.store,
+                             [m.hashes for m in members] if sweep is not None else [], None)
         if sweep is not None:
             sweep_table, sweep_files = self._gather(members, sweep)
             provenance["sweep"] = {
@@ -321,7 +340,8 @@ class Runner:
             record.update(status=status, outputs=entry["outputs"], time_s=entry.get("time_s"))
             if status == "computed":
                 record.update({k: entry[k] for k in ("worker", "started", "finished", "chunks") if k in entry})
-            record["saved"] = [str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
+            record["saved"] = ([str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
+                               if self._root else [])
             state.records.append(record)
             provenance["steps"].append(record)
             provenance["steps"].sort(key=lambda r: order[(r.get("member"), r["id"])])
@@ -383,6 +403,75 @@ class Runner:
                     finish(state, step, record, entry, "computed" if n == 0 else "cached")
         if failure is not None:
             raise failure
+
+    def _schedule_mpi(self, members: list[_MemberState], forced: set[str], quiet: bool, comm: Any,
+                      provenance: dict[str, Any], saves_index: dict[str, str]) -> None:
+        """One step after another on every rank: rank 0 decides and broadcasts; collective methods run everywhere."""
+        rank = comm.Get_rank()
+        order = {(state.index, step.id): n for n, (state, step) in
+                 enumerate((state, step) for state in members for step in state.spec.steps)}
+        done_in_run: dict[str, dict[str, Any]] = {}
+        for state in members:
+            for step in state.spec.steps:
+                key = self._key(step, state.hashes)
+                assert key is not None
+                record = self._record(step, key, state)
+                entry_cls = self.registry.get(step.use).cls
+                collective = entry_cls(build_params(entry_cls.Params, step.params, where=step.id)).runs_collectively()
+                decision: tuple[str, Any] = ("", None)
+                if rank == 0:
+                    cached = done_in_run.get(key) or (None if step.id in forced else self.store.lookup(key))
+                    if cached is not None:
+                        decision = ("cached", cached)
+                    elif collective:
+                        decision = ("collective", None)
+                    else:
+                        decision = ("root", self._mpi_compute(step, state, store_outputs=True, collective=False))
+                status, entry = patient_bcast(comm, decision)
+                if status == "collective":
+                    mine = self._mpi_compute(step, state, store_outputs=rank == 0, collective=True)
+                    results = comm.gather(mine, root=0)
+                    if rank == 0:
+                        failed = [r for r in results if "error" in r]
+                        mine = failed[0] if failed else mine
+                    status, entry = patient_bcast(comm, ("computed", mine))
+                elif status == "root":
+                    status = "computed"
+                if "error" in entry:
+                    raise StepError(step.id, step.use, RuntimeError(entry["error"]))
+                if status == "computed" and rank == 0:
+                    self.store.record(key, {"step": step.id, "method": step.use, **entry})
+                    done_in_run[key] = entry
+                state.hashes[step.id] = {name: out["hash"] for name, out in entry["outputs"].items()}
+                record.update(status=status, outputs=entry["outputs"], time_s=entry.get("time_s"))
+                if status == "computed":
+                    record.update(ranks=comm.Get_size() if collective else 1)
+                if rank == 0:
+                    record["saved"] = [str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
+                    state.records.append(record)
+                    provenance["steps"].append(record)
+                    provenance["steps"].sort(key=lambda r: order[(r.get("member"), r["id"])])
+                    self._write_provenance(provenance)
+                    if not quiet:
+                        where = "" if state.index is None else f"[{state.index:03d}] "
+                        how = f"on {comm.Get_size()} ranks" if collective else "on rank 0"
+                        timing = "cached" if status == "cached" else f"{entry.get('time_s') or 0:7.2f} s {how}"
+                        print(f"  ✓ {where}{step.id:<20} {step.use:<28} {timing}", file=sys.stderr)
+                else:
+                    state.records.append(record)
+
+    def _mpi_compute(self, step: Step, state: _MemberState, store_outputs: bool, collective: bool) -> dict[str, Any]:
+        """compute_step on this rank; an error becomes {"error": message} so every rank learns of it."""
+        entry = self.registry.get(step.use)
+        params = build_params(entry.cls.Params, step.params, where=step.id)
+        inputs = {name: ("file", str(ref.file), entry.cls.input_ports()[name].kind) if ref.file is not None
+                  else ("store", state.hashes[ref.step][ref.output], None)  # type: ignore[index]
+                  for name, ref in step.inputs.items()}
+        try:
+            with contextlib.nullcontext() if collective else rank_alone():
+                return compute_step(str(self.store.root), entry.cls, params, inputs, store_outputs)
+        except Exception as exc:  # reported on every rank as the step's failure
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def _submit(self, executor: Executor, step: Step, state: _MemberState) -> Any:
         entry = self.registry.get(step.use)
@@ -461,6 +550,8 @@ class Runner:
         }
 
     def _write_provenance(self, provenance: dict[str, Any]) -> None:
+        if not getattr(self, "_root", True):
+            return
         text = json.dumps(provenance, indent=1, sort_keys=False, default=str)
         atomic_write(self.run_dir / "provenance.json", lambda tmp: tmp.write_text(text))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -75,21 +76,26 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._executor import ExecutorConfig
+    from ._mpi import world_size
     from ._runner import Runner
     from ._spec import load_spec
 
     spec = load_spec(args.spec, _registry(args))
     config = ExecutorConfig.from_mapping(spec.executor, workers=args.workers, scheduler=args.scheduler)
     runner = Runner(spec, args.run_dir, executor=config)
-    if not args.quiet:
+    ranks = world_size()
+    rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+    quiet = args.quiet or rank != 0  # under mpiexec, rank 0 speaks for all
+    if not quiet:
         members = f", {len(spec.sweep.members)} sweep members" if spec.sweep is not None else ""
         where = f"Dask ({config.scheduler or f'{config.workers} local workers'})" if config.type == "dask" else (
             f"{config.workers} threads" if config.workers > 1 else "this process")
+        where = f"{ranks} MPI ranks" if ranks > 1 else where
         print(f"cellscape: running {spec.path.name} ({len(spec.steps)} steps{members}) in {runner.run_dir} on {where}",
               file=sys.stderr)
     start = time.perf_counter()
-    result = runner.run(force=args.force or [], quiet=args.quiet, report=not args.no_report)
-    if not args.quiet:
+    result = runner.run(force=args.force or [], quiet=quiet, report=not args.no_report)
+    if not quiet:
         print(f"done in {time.perf_counter() - start:.1f} s: {len(result.computed)} computed, "
               f"{len(result.cached)} cached")
         for path in result.saved:

@@ -26,6 +26,19 @@ Backends
     they never reach another solver. CUDA matrix and vector types are used
     when PETSc was built with CUDA.
 
+MPI (PETSc backend under ``mpiexec -n N``)
+------------------------------------------
+When PETSc's ``COMM_WORLD`` has more than one rank, every rank passes the same
+(replicated) matrix and right-hand side; the solver partitions the unknowns
+into N contiguous blocks of a reverse Cuthill–McKee ordering of the matrix
+graph (for a mesh: N slices with short interfaces), gives each rank the rows
+of its block in a distributed ``MPIAIJ`` matrix, solves with the same Krylov
+method, and returns the full solution on every rank. Parallel defaults differ
+only where PETSc needs it: ILU/ICC become block Jacobi with ILU/ICC per rank
+(``bjacobi``), and ``"direct"`` is a redundant LU on every rank (this PETSc has
+no parallel direct solver such as MUMPS). Assembly stays replicated: memory per
+rank is that of the serial matrix, the solve is distributed.
+
 Semantics shared by both backends
 ---------------------------------
 "Symmetric" means symmetric positive definite (as ``M + Δt D K``): such
@@ -356,6 +369,12 @@ class PetscSolver(LinearSolver):
         PETSc = _petsc()
         super().__init__(matrix, **kwargs)
         self._PETSc = PETSc
+        # every rank of COMM_WORLD must reach the same calls: only where they all run this code (a script under
+        # mpiexec, or a step the runner runs collectively), not in a step that rank 0 runs alone
+        distributed = PETSc.COMM_WORLD.getSize() > 1 and cs.mpi_shared()
+        self.comm = PETSc.COMM_WORLD if distributed else PETSc.COMM_SELF
+        self.ranks = self.comm.getSize()
+        self._order: np.ndarray | None = None  # unknowns in partition order (MPI only)
         self.options_prefix = f"cellscape_{next(_prefix_counter)}_"
         self.petsc_options = dict(petsc_options)
         self.use_cuda = petsc_has_cuda()
@@ -370,7 +389,10 @@ class PetscSolver(LinearSolver):
 
     def _build_matrix(self, csr: sparse.csr_matrix) -> Any:
         PETSc = self._PETSc
-        matrix = PETSc.Mat().createAIJ(size=csr.shape, csr=_petsc_csr(PETSc, csr), comm=PETSc.COMM_SELF)
+        if self.ranks > 1:
+            matrix = self._distributed_matrix(csr)
+        else:
+            matrix = PETSc.Mat().createAIJ(size=csr.shape, csr=_petsc_csr(PETSc, csr), comm=PETSc.COMM_SELF)
         matrix.assemble()
         if self.symmetric:
             matrix.setOption(PETSc.Mat.Option.SYMMETRIC, True)
@@ -379,14 +401,34 @@ class PetscSolver(LinearSolver):
         self._pattern = (csr.indptr.copy(), csr.indices.copy())
         return matrix
 
+    def _distributed_matrix(self, csr: sparse.csr_matrix) -> Any:
+        """This rank's block of rows of the matrix in partition order, as part of an MPIAIJ matrix."""
+        PETSc = self._PETSc
+        if self._order is None:
+            from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+            self._order = np.asarray(reverse_cuthill_mckee(csr.tocsr(), symmetric_mode=False), dtype=np.int64)
+            n, rank = csr.shape[0], self.comm.getRank()
+            bounds = np.linspace(0, n, self.ranks + 1).round().astype(np.int64)
+            self._rows = (int(bounds[rank]), int(bounds[rank + 1]))
+        start, stop = self._rows
+        order = self._order
+        local = csr[order[start:stop]][:, order].tocsr()
+        local.sort_indices()
+        n = csr.shape[0]
+        return PETSc.Mat().createAIJ(size=((stop - start, n), (stop - start, n)), csr=_petsc_csr(PETSc, local),
+                                     comm=self.comm)
+
     def _configure_ksp(self) -> Any:
         PETSc = self._PETSc
-        ksp = PETSc.KSP().create(comm=PETSc.COMM_SELF)
+        ksp = PETSc.KSP().create(comm=self.comm)
         ksp.setOperators(self._petsc_matrix)
         ksp.setType(_PETSC_KSP_TYPES[self.method])
         pc = ksp.getPC()
         if self.method == "direct":
-            pc.setType("lu")
+            pc.setType("lu" if self.ranks == 1 else "redundant")
+        elif self.ranks > 1 and self.preconditioner == "ilu":
+            pc.setType("bjacobi")  # one ILU/ICC block per rank (PETSc's own ILU is sequential)
         else:
             pc.setType({"amg": "gamg", "ilu": "icc" if self.symmetric else "ilu", "jacobi": "jacobi",
                         "none": "none"}[self.preconditioner])
@@ -409,7 +451,7 @@ class PetscSolver(LinearSolver):
     def _setup(self) -> None:
         csr = self.matrix
         same_pattern = (np.array_equal(csr.indptr, self._pattern[0]) and np.array_equal(csr.indices, self._pattern[1])
-                        and not self.use_cuda)
+                        and not self.use_cuda and self.ranks == 1)
         if same_pattern:
             self._petsc_matrix.zeroEntries()
             self._petsc_matrix.setValuesCSR(*_petsc_csr(self._PETSc, csr))
@@ -419,12 +461,32 @@ class PetscSolver(LinearSolver):
         # set the operators again so the preconditioner / factorization is rebuilt before the next solve
         self.ksp.setOperators(self._petsc_matrix)
 
+    def _local(self, values: np.ndarray) -> np.ndarray:
+        """This rank's entries of a replicated vector, in partition order."""
+        if self.ranks == 1:
+            return values
+        start, stop = self._rows
+        return values[self._order[start:stop]]  # type: ignore[index]
+
+    def _gathered(self, vec: Any) -> np.ndarray:
+        """A distributed solution vector, in the original order, on every rank."""
+        if self.ranks == 1:
+            return np.array(vec.getArray(readonly=True), dtype=np.float64)
+        scatter, everywhere = self._PETSc.Scatter.toAll(vec)
+        scatter.scatter(vec, everywhere, addv=False, mode=self._PETSc.Scatter.Mode.FORWARD)
+        ordered = np.array(everywhere.getArray(readonly=True), dtype=np.float64)
+        x = np.empty_like(ordered)
+        x[self._order] = ordered
+        scatter.destroy()
+        everywhere.destroy()
+        return x
+
     def _solve(self, rhs: np.ndarray, guess: np.ndarray | None) -> tuple[np.ndarray, int, str, bool]:
         PETSc = self._PETSc
         x_vec, b_vec = self._petsc_matrix.createVecs()
-        b_vec.setArray(rhs)
+        b_vec.setArray(self._local(rhs))
         if guess is not None and self.ksp.getType() != "preonly":
-            x_vec.setArray(guess)
+            x_vec.setArray(self._local(guess))
             self.ksp.setInitialGuessNonzero(True)
         else:
             x_vec.set(0.0)
@@ -435,7 +497,7 @@ class PetscSolver(LinearSolver):
             x = np.full(self.shape[0], np.nan)
             return x, self.ksp.getIterationNumber(), f"PETSc error {exc}", True
         reason_code = self.ksp.getConvergedReason()
-        x = np.array(x_vec.getArray(readonly=True), dtype=np.float64)
+        x = self._gathered(x_vec)
         return x, self.ksp.getIterationNumber(), _reason_name(PETSc, reason_code), reason_code < 0
 
 
@@ -557,6 +619,11 @@ def parse_petsc_options(options: Mapping[str, object] | str | None) -> dict[str,
     if not isinstance(options, Mapping):
         raise cs.InputError(f"petsc_options must be a dict or a string, got {type(options).__name__}")
     return {str(key).lstrip("-"): _option_value(value) for key, value in options.items()}
+
+
+def runs_collectively(params: Any) -> bool:
+    """A solver step runs on every MPI rank together when it solves with PETSc (the matrix is distributed)."""
+    return getattr(params, "backend", "scipy") == "petsc"
 
 
 def petsc_has_cuda() -> bool:

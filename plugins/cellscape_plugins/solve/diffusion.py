@@ -289,6 +289,12 @@ class Diffusion(cs.Solver):
     version = "2"
     Params = DiffusionParams
 
+    def runs_collectively(self) -> bool:
+        """Under ``mpiexec -n N``, a PETSc solve runs on every rank with the matrix distributed by rows."""
+        from ._linear import runs_collectively
+
+        return runs_collectively(self.params)
+
     def __init__(self, params: DiffusionParams | None = None, **values: object):
         super().__init__(params, **values)
         self.report: cs.Table | None = None

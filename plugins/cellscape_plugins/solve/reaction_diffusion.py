@@ -689,6 +689,12 @@ class ReactionDiffusion(cs.Solver):
     name = "solve.reaction_diffusion"
     version = "1"
     Params = ReactionDiffusionParams
+
+    def runs_collectively(self) -> bool:
+        """Under ``mpiexec -n N``, a PETSc solve runs on every rank with the matrix distributed by rows."""
+        from ._linear import runs_collectively
+
+        return runs_collectively(self.params)
     outputs = {"fields": cs.Fields, "probes": cs.Table, "steps": cs.Table}
 
     def run(self, **inputs: cs.Artefact) -> dict[str, cs.Artefact]:

@@ -167,6 +167,12 @@ class Stationary(cs.Solver):
     name = "solve.stationary"
     version = "1"
     Params = StationaryParams
+
+    def runs_collectively(self) -> bool:
+        """Under ``mpiexec -n N``, a PETSc solve runs on every rank with the matrix distributed by rows."""
+        from ._linear import runs_collectively
+
+        return runs_collectively(self.params)
     outputs = {"fields": cs.Fields, "probes": cs.Table, "steps": cs.Table}
 
     def run(self, **inputs: cs.Artefact) -> dict[str, cs.Artefact]:

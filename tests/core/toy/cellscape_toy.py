@@ -121,7 +121,26 @@ class ToyDieOnce(cs.Filter):
         return cs.Volume(volume.data + 1, volume.voxel_size_nm, volume.origin_nm)
 
 
+class ToyRanks(cs.Analyzer):
+    """Collective under mpiexec: every rank adds its rank + 1 to a sum (MPI allreduce)."""
+
+    name = "analyze.toy_ranks"
+    inputs = {"volume": cs.Volume}
+    mpi_collective = True
+
+    def analyze(self, volume: cs.Volume) -> cs.Table:
+        _log(self.name)
+        size, total = 1, 1
+        if int(os.environ.get("PMI_SIZE", "1")) > 1:
+            from mpi4py import MPI
+
+            size = MPI.COMM_WORLD.Get_size()
+            total = MPI.COMM_WORLD.allreduce(MPI.COMM_WORLD.Get_rank() + 1)
+        return cs.Table({"ranks": np.array([size]), "sum": np.array([total]),
+                         "mean": np.array([float(volume.data.mean())])})
+
+
 @cs.hookimpl
 def cellscape_register(registry: cs.Registrar) -> None:
-    for cls in (ToyVolume, ToyScale, ToyCut, ToyStats, ToyExplode, ToyDieOnce):
+    for cls in (ToyVolume, ToyScale, ToyCut, ToyStats, ToyExplode, ToyDieOnce, ToyRanks):
         registry.add_method(cls)
