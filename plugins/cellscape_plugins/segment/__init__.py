@@ -11,11 +11,12 @@ def cellscape_register(registry: cs.Registrar) -> None:
     from .components import Components
     from .random_forest import RandomForest
     from .threshold import Threshold
-    from .unet import UNet
+    from .unet import UNet, UNetApply
     from .watershed import Watershed
 
     registry.add_method(Threshold)
     registry.add_method(Watershed)
     registry.add_method(UNet)
+    registry.add_method(UNetApply)
     registry.add_method(RandomForest)
     registry.add_method(Components)

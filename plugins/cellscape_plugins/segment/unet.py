@@ -1,17 +1,42 @@
-"""``segment.unet``: a 2D or 3D U-Net trained from sparse labels, with tiled inference.
+"""``segment.unet``: a 2D, 2.5D or 3D U-Net trained from sparse labels, with tiled inference.
 
 Training needs only scribbles: a labels image where 0 means "unlabeled" and
 1..K are classes. The loss is cross-entropy over labeled voxels only
 (unlabeled ones are ignored), optionally weighted so rare classes count as
-much as common ones. Patches are drawn around labeled voxels and augmented
-with flips, 90° rotations in the image plane, intensity jitter and
-(optionally) a smooth elastic deformation. ``dim: 2`` runs the network on
-XY slices — the right choice for anisotropic EM stacks and the fastest on a
-CPU; ``dim: 3`` on 3D patches.
+much as common ones. Every training patch is centred on a labeled voxel, so
+no step is spent on a patch without a label, and is augmented with flips,
+90° rotations in the image plane, intensity jitter and (optionally) a smooth
+elastic deformation. Training uses AdamW with a one-cycle schedule (a short
+warm-up to ``learning_rate``, then a cosine decay).
 
-Inference covers the volume with overlapping tiles and blends their class
-probabilities with a smooth window, so tile borders leave no seams; only a
-tile at a time is in the network.
+``dim: 2`` runs the network on XY slices — the right choice for anisotropic
+EM stacks and the fastest on a CPU. With ``context_slices: k`` (the default
+2) the network still predicts one slice at a time but sees the k slices
+above and below as extra input channels ("2.5D"): at EM signal-to-noise a
+membrane is far easier to tell from noise when its continuation in the
+neighbouring slices is visible. ``dim: 3`` runs on 3D patches.
+
+Intensities are normalised robustly: the median is subtracted and the
+spread between the 1st and 99th percentiles sets the scale, so a few very
+bright or dark voxels (gold fiducials, empty resin) do not squash the
+contrast. The training volume's values are stored with the model and reused
+on new volumes.
+
+Inference covers the volume with overlapping tiles (the overlap-tile
+strategy of the original U-Net): neighbouring tiles overlap by twice the
+network's receptive radius (:func:`receptive_margin`), and each voxel is
+taken from the tile in which its whole receptive field lies, so a voxel's
+result does not depend on where the tiles fall — no seams, and nothing left
+to blend. Only a few tiles at a time are in the network. With
+``test_time_flips`` (the default) every tile is also predicted mirrored in
+y, in x and in both, and the four unmirrored probabilities are averaged.
+
+``segment.unet_apply`` applies a trained model and is chunk-safe: with
+``chunks:`` in the spec, each chunk is grown by the receptive radius in y
+and x (and z for 3D; the context slices in z for 2D). Chunk edges that are
+multiples of the pooling stride ``2**(depth - 1)`` keep every chunk on the
+whole volume's pooling grid, and the chunked labels then equal the whole
+volume's up to float rounding between different tile shapes.
 
 The trained network is a :class:`cellscape.Model` (its state dict as
 arrays plus the architecture, class names and intensity normalisation), so
@@ -25,6 +50,7 @@ state dicts, read with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import pickle  # only for its error type: weights are read with weights_only=True
 from collections.abc import Iterator
@@ -39,21 +65,41 @@ import cellscape as cs
 from ._training import segmentation_outputs, training_classes
 from ._unet_net import build
 
+_PRIOR_PLANES = 32  # a 2D network estimates the class frequencies of the training volume on this many planes
+_PRIOR_VOXELS = 1_000_000  # ... from at most about this many voxels
+
 
 @attrs.frozen
 class UNetParams:
     dim: int = cs.param(2, choices=(2, 3), help="2: network on XY slices (anisotropic stacks, fast); 3: on 3D patches")
+    context_slices: int = cs.param(2, ge=0, le=8, unit="slice",
+                                   help="dim 2: neighbouring slices on each side given as extra input channels (2.5D)")
     base_channels: int = cs.param(8, ge=2, le=128, help="feature channels of the first level (doubling per level)")
     depth: int = cs.param(3, ge=2, le=6, help="resolution levels")
-    patch_voxels: int = cs.param(64, ge=16, le=512, unit="voxel", help="training patch and inference tile edge")
-    iterations: int = cs.param(300, ge=0, le=1_000_000, help="training steps (0 with a model: no fine-tuning)")
-    batch_size: int = cs.param(4, ge=1, le=256, help="patches per training step")
-    learning_rate: float = cs.param(1e-3, gt=0, le=1, help="Adam step size")
+    patch_voxels: int = cs.param(48, ge=16, le=512, unit="voxel", help="edge of the training patches")
+    tile_voxels: int | None = cs.param(None, ge=16, le=2048, unit="voxel",
+                                       help="edge of the inference tiles; None: 256 (dim 2) or 128 (dim 3). Each "
+                                       "tile loses a margin of the network's receptive radius on every side, so "
+                                       "larger tiles waste less; memory ~ 6 x base_channels x tile^dim x 4 bytes")
+    iterations: int = cs.param(1000, ge=0, le=1_000_000,
+                               help="training steps (0 with a model: no fine-tuning); the default takes a few minutes "
+                               "on one CPU core")
+    batch_size: int = cs.param(8, ge=1, le=256, help="patches per training step")
+    learning_rate: float = cs.param(3e-3, gt=0, le=1,
+                                    help="peak AdamW step size of the one-cycle schedule (warm-up, then cosine decay)")
     class_weight: str | None = cs.param("balanced", choices=("balanced", None),
                                         help="balanced: rare labeled classes weigh as much as common ones")
     augment: bool = cs.param(True, help="flips, 90° in-plane rotations and intensity jitter")
     elastic: bool = cs.param(False, help="also a smooth random elastic deformation of training patches")
-    overlap: float = cs.param(0.25, ge=0, lt=0.75, help="tile overlap at inference, as a fraction of the tile")
+    class_prior: str = cs.param("estimated", choices=("estimated", "mean", "training"),
+                                help="re-weight class probabilities from the training labels' prior (uniform when "
+                                "class_weight is balanced; scribbles over-represent thin classes such as membranes) "
+                                "to the training volume's class frequencies, estimated from the network's own "
+                                "predictions on it: estimated: by EM to convergence (Saerens et al. 2002; right when "
+                                "the network is trained to convergence, too strong for an under-trained one, whose "
+                                "probabilities are soft); mean: their mean (one EM step, a gentler correction); "
+                                "training: no re-weighting")
+    test_time_flips: bool = cs.param(True, help="average the predictions over mirror images (2x slower per axis pair)")
     seed: int = cs.param(0, help="random seed: same seed, same network")
     device: str = cs.param("auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when available")
 
@@ -62,26 +108,37 @@ def _torch() -> Any:
     return cs.require("torch", extra="ml", who="segment.unet")
 
 
-def blend_window(shape: tuple[int, ...], overlap: int) -> np.ndarray:
-    """Tile weights: 1 inside, falling smoothly (raised cosine) to a small floor over ``overlap`` voxels at the edges."""
-    weights = np.ones(shape, np.float32)
-    for axis, n in enumerate(shape):
-        ramp = np.ones(n, np.float32)
-        if overlap > 0 and n > 2 * overlap:
-            edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
-            ramp[:overlap] = edge
-            ramp[-overlap:] = edge[::-1]
-        weights *= np.maximum(ramp, 1e-3).reshape([-1 if i == axis else 1 for i in range(len(shape))])
-    return weights
+def receptive_margin(depth: int) -> int:
+    """Voxels on each side of an output voxel that its value depends on, for a ``depth``-level network.
+
+    Two 3-voxel convolutions per level, on the way down and up, with 2x pooling and 2x up-sampling between
+    levels, see ``7 * 2**depth - 9`` voxels: a radius of ``7 * 2**(depth - 1) - 5`` (23 for depth 3). Rounded up
+    to the pooling stride ``2**(depth - 1)``, so tiles and chunks cut at this margin stay on the pooling grid.
+    """
+    stride = 2 ** (depth - 1)
+    return _round_up(7 * stride - 5, stride)
 
 
-def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start positions covering 0..n with tiles of ``tile`` overlapping by at least ``overlap``."""
+def tile_plan(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
+    """Tiles along one axis: ``(tile start, core start, core stop)`` for an axis of ``n`` voxels.
+
+    The cores partition ``0..n``; a core keeps ``margin`` voxels away from its tile's edges except where the
+    tile edge is the end of the axis, so every voxel is predicted with its whole receptive field inside its
+    tile (the overlap-tile strategy). ``n`` and ``tile`` are multiples of the pooling stride, so are the starts.
+    """
     if n <= tile:
-        return [0]
-    step = max(1, tile - overlap)
-    starts = [*range(0, n - tile, step), n - tile]
-    return sorted(set(starts))
+        return [(0, 0, n)]
+    step = tile - 2 * margin
+    if step <= 0:
+        raise cs.InputError(f"segment.unet: parameter 'tile_voxels' ({tile}) leaves no room inside the "
+                            f"{margin}-voxel margins the network needs on each side; use at least {2 * margin + 8}")
+    plan, start, core = [], 0, 0
+    while start + tile < n:
+        plan.append((start, core, start + tile - margin))
+        core = start + tile - margin
+        start += step
+    plan.append((n - tile, core, n))
+    return plan
 
 
 class UNet(cs.Segmenter):
@@ -123,7 +180,20 @@ class UNet(cs.Segmenter):
     # -- training -------------------------------------------------------------------------------------------------
 
     def fit(self, volume: cs.Volume, training_labels: cs.Labels) -> cs.Model:
-        """Train (or fine-tune the loaded model) on the labeled voxels; returns the trained :class:`cellscape.Model`."""
+        """Train (or fine-tune the loaded model) on the labeled voxels.
+
+        Parameters
+        ----------
+        volume : cellscape.Volume
+            The image, shape (z, y, x).
+        training_labels : cellscape.Labels
+            Sparse labels on the same grid: 0 unlabeled, 1..K classes.
+
+        Returns
+        -------
+        cellscape.Model
+            The trained network (also kept as ``self.model``); ``self.history`` holds the loss of every step.
+        """
         torch = _torch()
         p = self.params
         values = training_classes(volume, training_labels, self.name)
@@ -134,27 +204,30 @@ class UNet(cs.Segmenter):
                 raise cs.InputError(f"{self.name}: the model knows classes {meta['class_values']}, the training labels "
                                     f"hold {values}; fine-tuning needs the same classes")
         else:
-            mean, std = float(data.mean()), float(data.std()) or 1.0
-            meta = {"dim": p.dim, "base_channels": p.base_channels, "depth": p.depth, "class_values": values,
+            centre, scale = robust_normalisation(data)
+            meta = {"dim": p.dim, "context_slices": p.context_slices if p.dim == 2 else 0,
+                    "base_channels": p.base_channels, "depth": p.depth, "class_values": values,
                     "class_names": {str(v): training_labels.class_names.get(v, f"class_{v}") for v in values},
-                    "mean": mean, "std": std, "patch_voxels": p.patch_voxels}
+                    "intensity_centre": centre, "intensity_scale": scale, "patch_voxels": p.patch_voxels}
         target = np.full(training_labels.shape, -1, np.int64)
         for index, value in enumerate(values):
             target[training_labels.data == value] = index
-        image = (data - meta["mean"]) / meta["std"]
+        image = (data - meta["intensity_centre"]) / meta["intensity_scale"]
         device = self._device()
         with _seeded(torch, p.seed):
             net = self._network(meta, device)
             if self.model is not None:
                 _load_state(torch, net, self.model.arrays, self.name)
+            counts = np.bincount(target[target >= 0], minlength=len(values)).astype(np.float64)
             weights = None
             if p.class_weight == "balanced":
-                counts = np.bincount(target[target >= 0], minlength=len(values)).astype(np.float64)
                 weights = torch.tensor(counts.sum() / (len(values) * np.maximum(counts, 1)), dtype=torch.float32,
                                        device=device)
-            optimiser = torch.optim.Adam(net.parameters(), lr=p.learning_rate)
+            optimiser = torch.optim.AdamW(net.parameters(), lr=p.learning_rate, weight_decay=1e-4)
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=p.learning_rate,
+                                                           total_steps=max(p.iterations, 1), pct_start=0.15)
             rng = np.random.default_rng(p.seed)
-            patches = _PatchSampler(image, target, meta["dim"], p.patch_voxels, meta["depth"], rng)
+            patches = _PatchSampler(image, target, meta, p.patch_voxels, rng)
             self.history = []
             net.train()
             for _ in self.progress(range(p.iterations), description="training"):
@@ -165,59 +238,108 @@ class UNet(cs.Segmenter):
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                schedule.step()
                 self.history.append(float(loss.item()))
         state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
         meta["iterations"] = int(meta.get("iterations", 0)) + p.iterations
+        training_prior = np.full(len(values), 1 / len(values)) if p.class_weight == "balanced" else counts / counts.sum()
+        meta.update({"class_prior": p.class_prior, "training_prior": [float(v) for v in training_prior],
+                     "volume_prior": None})
         self.model = cs.Model(self.name, state, meta)
+        if p.class_prior != "training":
+            from .random_forest import estimate_class_prior
+
+            planes = None
+            if meta["dim"] == 2:
+                planes = np.unique(np.linspace(0, data.shape[0] - 1, _PRIOR_PLANES).round().astype(int)).tolist()
+            sample = self._network_probabilities(self.model, data, planes).reshape(len(values), -1)
+            sample = sample[:, :: max(1, sample.shape[1] // _PRIOR_VOXELS)]
+            steps = 1 if p.class_prior == "mean" else 200  # one EM step: the mean posterior
+            meta["volume_prior"] = [float(v) for v in estimate_class_prior(sample, training_prior, iterations=steps)]
+            self.model = cs.Model(self.name, state, meta)
         return self.model
 
     # -- inference ------------------------------------------------------------------------------------------------
 
     def predict_proba(self, volume: cs.Volume) -> np.ndarray:
-        """Class probabilities, shape (K, z, y, x), float32, by overlapping tiles blended with a smooth window."""
-        torch = _torch()
+        """Class probabilities by overlapping tiles blended with a smooth window.
+
+        When the model holds a ``volume_prior`` (``class_prior`` "estimated" or "mean"), the network's
+        probabilities are re-weighted by ``volume_prior / training_prior`` and renormalised.
+
+        Parameters
+        ----------
+        volume : cellscape.Volume
+            The image, shape (z, y, x), with the contrast of the training volume.
+
+        Returns
+        -------
+        ndarray
+            Shape (K, z, y, x), float32, in the order of ``self.model.meta["class_values"]``.
+        """
         if self.model is None:
             raise cs.InputError(f"{self.name}: no trained network; call fit() or load() first")
+        probabilities = self._network_probabilities(self.model, np.asarray(volume.data, np.float32))
         meta = self.model.meta
+        if meta.get("volume_prior") is not None:
+            weights = np.asarray(meta["volume_prior"], np.float32) / np.asarray(meta["training_prior"], np.float32)
+            probabilities *= weights.reshape(-1, 1, 1, 1)
+            probabilities /= probabilities.sum(axis=0, keepdims=True)
+        return probabilities
+
+    def _network_probabilities(self, model: cs.Model, data: np.ndarray, planes: list[int] | None = None) -> np.ndarray:
+        """The network's own class probabilities, (K, z, y, x) float32; for a 2D network optionally only ``planes``.
+
+        Overlap-tile inference: tiles of ``tile_voxels`` overlap by twice :func:`receptive_margin`, and each voxel
+        is taken from the one tile whose core (the tile less that margin) holds it. A voxel's result is then the
+        same whatever the tiling, and a chunk grown by :meth:`chunk_halo` gives the voxels of the whole volume.
+        """
+        torch = _torch()
+        meta = model.meta
         device = self._device()
         net = self._network(meta, device)
-        _load_state(torch, net, self.model.arrays, self.name)
+        _load_state(torch, net, model.arrays, self.name)
         net.eval()
-        image = (np.asarray(volume.data, np.float32) - meta["mean"]) / meta["std"]
-        n_classes = len(meta["class_values"])
-        multiple = 2 ** (meta["depth"] - 1)
-        dim = meta["dim"]
-        spatial = image.shape if dim == 3 else image.shape[1:]
-        edge = _round_up(self.params.patch_voxels, multiple)
-        tile = tuple(min(edge, _round_up(n, multiple)) for n in spatial)
-        padded, crop = _pad_to(image, tile if dim == 3 else (1, *tile), multiple, dim)
-        total = np.zeros((n_classes, *padded.shape), np.float32)
-        weight_sum = np.zeros(padded.shape, np.float32)
-        overlap = [round(self.params.overlap * t) for t in tile]
-        window = blend_window(tile, min(overlap) if overlap else 0)
-        grid_shape = padded.shape if dim == 3 else padded.shape[1:]
-        starts = [tile_starts(n, t, o) for n, t, o in zip(grid_shape, tile, overlap, strict=True)]
-        corners = [tuple(c) for c in np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(tile))]
-        planes = [None] if dim == 3 else list(range(padded.shape[0]))
-        jobs = [(plane, corner) for plane in planes for corner in corners]
+        image = (data - meta["intensity_centre"]) / meta["intensity_scale"]
+        dim, context, depth = int(meta["dim"]), int(meta.get("context_slices", 0)), int(meta["depth"])
+        stride = 2 ** (depth - 1)
+        margin = receptive_margin(depth)
+        tiled_axes = 3 if dim == 3 else 2  # the trailing axes the network sees
+        sizes = [_round_up(n, stride) for n in image.shape[-tiled_axes:]]
+        edge = _round_up(self.params.tile_voxels or (256 if dim == 2 else 128), stride)
+        tile = tuple(min(edge, n) for n in sizes)
+        pads = [(0, 0)] * (3 - tiled_axes) + [(0, m - n) for m, n in zip(sizes, image.shape[-tiled_axes:], strict=True)]
+        if dim == 2:
+            pads[0] = (context, context)  # the context slices of the first and last planes are mirrored
+            planes = list(range(image.shape[0])) if planes is None else planes
+        padded = _pad(image, pads)
+        out_shape = tuple(sizes) if dim == 3 else (len(planes), *sizes)
+        total = np.zeros((len(meta["class_values"]), *out_shape), np.float32)
+        plans = [tile_plan(n, t, margin) for n, t in zip(sizes, tile, strict=True)]
+        jobs = [(None, corner) for corner in itertools.product(*plans)] if dim == 3 else \
+            [(index, corner) for index in range(len(planes)) for corner in itertools.product(*plans)]
+        mirrors = [(-1,), (-2,), (-2, -1)] if self.params.test_time_flips else []
         with torch.no_grad():
-            for batch in self.progress(list(_chunks(jobs, 8)), description="predicting"):
+            for batch in self.progress(list(_chunks(jobs, 8 if dim == 2 else 1)), description="predicting"):
                 tiles = []
-                for plane, corner in batch:
-                    region = tuple(slice(c, c + t) for c, t in zip(corner, tile, strict=True))
-                    tiles.append(padded[region] if dim == 3 else padded[plane][region])
-                logits = net(torch.from_numpy(np.stack(tiles)[:, None]).to(device))
-                probabilities = torch.softmax(logits, dim=1).cpu().numpy()
-                for (plane, corner), prob in zip(batch, probabilities, strict=True):
-                    region = tuple(slice(c, c + t) for c, t in zip(corner, tile, strict=True))
+                for index, corner in batch:
+                    region = tuple(slice(start, start + t) for (start, _, _), t in zip(corner, tile, strict=True))
                     if dim == 3:
-                        total[(slice(None), *region)] += prob * window
-                        weight_sum[region] += window
-                    else:
-                        total[(slice(None), plane, *region)] += prob * window
-                        weight_sum[(plane, *region)] += window
-        result = total / weight_sum
-        return np.ascontiguousarray(result[(slice(None), *crop)])
+                        tiles.append(padded[region][None])
+                    else:  # the plane and its context slices, as channels
+                        tiles.append(padded[(slice(planes[index], planes[index] + 2 * context + 1), *region)])
+                x = torch.from_numpy(np.stack(tiles)).to(device)
+                summed = torch.softmax(net(x), dim=1)
+                for axes in mirrors:
+                    summed += torch.softmax(net(x.flip(axes)), dim=1).flip(axes)
+                probabilities = (summed / (1 + len(mirrors))).cpu().numpy()
+                for (index, corner), prob in zip(batch, probabilities, strict=True):
+                    core = tuple(slice(low, high) for _, low, high in corner)
+                    inside = tuple(slice(low - start, high - start) for start, low, high in corner)
+                    where = core if dim == 3 else (index, *core)
+                    total[(slice(None), *where)] = prob[(slice(None), *inside)]
+        crop = tuple(slice(0, n) for n in (image.shape if dim == 3 else (len(planes), *image.shape[1:])))
+        return np.ascontiguousarray(total[(slice(None), *crop)])
 
     # -- saving and loading ---------------------------------------------------------------------------------------
 
@@ -269,7 +391,57 @@ class UNet(cs.Segmenter):
         return "cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu"
 
     def _network(self, meta: dict[str, Any], device: str) -> Any:
-        return build(int(meta["dim"]), len(meta["class_values"]), int(meta["base_channels"]), int(meta["depth"])).to(device)
+        channels = 2 * int(meta.get("context_slices", 0)) + 1
+        return build(int(meta["dim"]), len(meta["class_values"]), int(meta["base_channels"]), int(meta["depth"]),
+                     channels).to(device)
+
+
+@attrs.frozen
+class UNetApplyParams:
+    dim: int = cs.param(2, choices=(2, 3), help="the model's dim (the chunk halo depends on it; checked)")
+    context_slices: int = cs.param(2, ge=0, le=8, unit="slice", help="the model's context_slices (checked)")
+    depth: int = cs.param(3, ge=2, le=6, help="the model's depth (checked)")
+    tile_voxels: int | None = cs.param(None, ge=16, le=2048, unit="voxel",
+                                       help="edge of the inference tiles; None: 256 (dim 2) or 128 (dim 3)")
+    test_time_flips: bool = cs.param(True, help="average the predictions over mirror images (2x slower per axis pair)")
+    device: str = cs.param("auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when available")
+
+
+class UNetApply(UNet):
+    """Apply a trained segment.unet model, chunk by chunk if asked (labels only; chunk-safe)."""
+
+    name = "segment.unet_apply"
+    Params = UNetApplyParams
+    inputs = {
+        "volume": cs.Volume,
+        "model": cs.Port(cs.Model, help="a trained segment.unet model"),
+    }
+    outputs = {"labels": cs.Labels}
+    chunk_port = "volume"
+
+    def chunk_halo(self, voxel_size_nm: tuple[float, float, float]) -> tuple[int, int, int]:
+        """The network's receptive margin in y and x (and z for 3D), the context slices in z for 2D.
+
+        With chunk edges that are multiples of the pooling stride ``2**(depth - 1)``, every chunk starts on the
+        whole volume's pooling grid and the chunked labels equal the whole volume's (up to float rounding
+        between tile shapes).
+        """
+        p = self.params
+        margin = receptive_margin(p.depth)
+        return (p.context_slices if p.dim == 2 else margin, margin, margin)
+
+    def segment(self, volume: cs.Volume, model: cs.Model | None = None, **_: Any) -> dict[str, cs.Artefact]:
+        assert model is not None  # a required input
+        self.model = model.require("segment.unet")
+        meta, p = self.model.meta, self.params
+        declared = {"dim": p.dim, "context_slices": p.context_slices if p.dim == 2 else 0, "depth": p.depth}
+        actual = {"dim": int(meta["dim"]), "context_slices": int(meta.get("context_slices", 0)),
+                  "depth": int(meta["depth"])}
+        if declared != actual:
+            wrong = ", ".join(f"{k}: {actual[k]}" for k in declared if declared[k] != actual[k])
+            raise cs.InputError(f"{self.name}: the model has {wrong}; set the same in this step's parameters "
+                                "(they set the chunk halo)")
+        return {"labels": segmentation_outputs(self.predict_proba(volume), self.model, volume)["labels"]}
 
 
 def _load_state(torch: Any, net: Any, arrays: dict[str, np.ndarray], who: str) -> None:
@@ -304,18 +476,29 @@ def _round_up(n: int, multiple: int) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
 
-def _pad_to(image: np.ndarray, tile: tuple[int, ...], multiple: int, dim: int) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Reflect-pad so every axis is at least a tile and a multiple of the network's stride; return the crop back."""
-    pads = []
-    for axis, n in enumerate(image.shape):
-        if dim == 2 and axis == 0:
-            pads.append((0, 0))
-            continue
-        size = max(tile[axis], _round_up(n, multiple))
-        pads.append((0, size - n))
-    mode = "reflect" if all(b < n for (_, b), n in zip(pads, image.shape, strict=True)) else "edge"
-    padded = np.pad(image, pads, mode=mode)
-    return padded, tuple(slice(0, n) for n in image.shape)
+def _pad(image: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
+    """Pad each axis by mirroring when it is long enough, else by repeating its edge voxels.
+
+    Axis by axis, so a chunk touching a face of the volume is padded there exactly as the whole volume is.
+    """
+    for axis, pad in enumerate(pads):
+        if pad != (0, 0):
+            widths = [(0, 0)] * image.ndim
+            widths[axis] = pad
+            image = np.pad(image, widths, mode="reflect" if max(pad) < image.shape[axis] else "edge")
+    return image
+
+
+def robust_normalisation(data: np.ndarray) -> tuple[float, float]:
+    """Intensity centre (median) and scale (1st-99th percentile spread / 4.65, the std of a Gaussian) of ``data``.
+
+    Volumes above 16 M voxels are sampled on a regular sub-grid; the result is a pair of Python floats.
+    """
+    step = max(1, int(np.ceil((data.size / 2**24) ** (1 / 3))))
+    sample = data[(slice(None, None, step),) * data.ndim]
+    low, centre, high = np.percentile(sample, (1, 50, 99))
+    scale = float(high - low) / 4.65
+    return float(centre), scale if scale > 0 else 1.0
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -324,20 +507,21 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 class _PatchSampler:
-    """Random training patches centred on labeled voxels, with augmentation."""
+    """Random training patches centred on labeled voxels, with augmentation.
 
-    def __init__(self, image: np.ndarray, target: np.ndarray, dim: int, patch: int, depth: int,
+    ``batch`` returns inputs of shape (n, C, y, x) for 2D (C = 2 context + 1 slices) or (n, 1, z, y, x) for 3D,
+    and targets of shape (n, y, x) or (n, z, y, x) holding class indices, -1 where unlabeled.
+    """
+
+    def __init__(self, image: np.ndarray, target: np.ndarray, meta: dict[str, Any], patch: int,
                  rng: np.random.Generator):
-        self.dim, self.rng = dim, rng
-        multiple = 2 ** (depth - 1)
-        if dim == 2:
-            self.size = (1, *(min(patch, _round_up(n, multiple)) for n in image.shape[1:]))
-        else:
-            self.size = tuple(min(patch, _round_up(n, multiple)) for n in image.shape)
-        half = [s // 2 for s in self.size]
-        pads = [(h, s - h) for h, s in zip(half, self.size, strict=True)]
-        mode = "reflect" if all(p[1] < n for p, n in zip(pads, image.shape, strict=True)) else "edge"
-        self.image = np.pad(image, pads, mode=mode)
+        self.dim, self.context, self.rng = int(meta["dim"]), int(meta.get("context_slices", 0)), rng
+        multiple = 2 ** (int(meta["depth"]) - 1)
+        edge = _round_up(patch, multiple)
+        sides = [min(edge, _round_up(n, multiple)) for n in image.shape]
+        self.size = (2 * self.context + 1 if self.dim == 2 else sides[0], *sides[1:])
+        pads = [(s // 2, s - s // 2) for s in self.size]
+        self.image = _pad(image, pads)
         self.target = np.pad(target, pads, constant_values=-1)
         self.labeled = np.argwhere(target >= 0)
 
@@ -347,18 +531,21 @@ class _PatchSampler:
             region = tuple(slice(c, c + s) for c, s in zip(centre, self.size, strict=True))  # padded coordinates
             x, y = self.image[region], self.target[region]
             if self.dim == 2:
-                x, y = x[0], y[0]
+                y = y[self.context]  # the network predicts the centre slice; the others are its context
             if augment:
                 x, y = self._augment(x, y)
             if elastic:
                 x, y = _elastic(x, y, self.rng)
             xs.append(np.ascontiguousarray(x, np.float32))
             ys.append(np.ascontiguousarray(y, np.int64))
-        return np.stack(xs)[:, None], np.stack(ys)
+        x = np.stack(xs)
+        return (x if self.dim == 2 else x[:, None]), np.stack(ys)
 
     def _augment(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng
-        for axis in range(x.ndim):
+        if rng.random() < 0.5:  # z: the context slices in reverse order, or the 3D patch upside down
+            x, y = np.flip(x, 0), (y if self.dim == 2 else np.flip(y, 0))
+        for axis in (-2, -1):
             if rng.random() < 0.5:
                 x, y = np.flip(x, axis), np.flip(y, axis)
         if x.shape[-1] == x.shape[-2]:  # 90° turns in the image (y, x) plane only: z may be anisotropic

@@ -1,4 +1,5 @@
-"""segment.unet: learns from sparse labels, deterministic, saves and loads safely, tiles without seams."""
+"""segment.unet: learns from sparse labels, sees context slices, corrects the class prior, deterministic, saves and
+loads safely, tiles without seams, averages mirror images."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import pytest
 
 import cellscape as cs
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
-SMALL = {"base_channels": 4, "depth": 2, "patch_voxels": 32, "batch_size": 4}
+SMALL = {"base_channels": 4, "depth": 2, "patch_voxels": 32, "batch_size": 4, "learning_rate": 0.01}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> None:
+    """Tiny networks gain nothing from threads, and on a busy machine idle-spinning threads slow them several-fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def disk_cell(nz: int = 4, n: int = 48, seed: int = 0) -> tuple[cs.Volume, np.ndarray]:
@@ -54,9 +64,61 @@ def test_overfits_a_tiny_volume_with_dense_labels() -> None:
     rng = np.random.default_rng(5)
     image = rng.normal(0, 1, (2, 32, 32)).astype(np.float32)
     truth = (image > 0.3).astype(np.uint16) + 1  # a pixel-wise rule the network must memorise
-    unet = cs.method("segment.unet", iterations=80, augment=False, learning_rate=0.01, **SMALL)
+    unet = cs.method("segment.unet", iterations=150, augment=False, class_prior="training", **SMALL)
     out = unet(cs.Volume(image, 1.0), training_labels=cs.Labels(truth, {}, 1.0))
     assert (out["labels"].data == truth).mean() > 0.97
+
+
+@pytest.mark.parametrize(("context", "accuracy"), [(1, (0.95, 1.0)), (0, (0.0, 0.7))])
+def test_context_slices_let_the_network_see_the_neighbouring_planes(context, accuracy) -> None:
+    rng = np.random.default_rng(6)
+    image = rng.normal(0, 1, (6, 32, 32)).astype(np.float32)
+    truth = np.ones(image.shape, np.uint16)
+    truth[1:] += image[:-1] > 0  # a voxel's class is the sign of the voxel below it: invisible in its own plane
+    labels = cs.Labels(np.where(np.arange(6)[:, None, None] > 0, truth, 0).astype(np.uint16), {}, 1.0)
+    unet = cs.method("segment.unet", iterations=80, augment=False, context_slices=context, class_prior="training",
+                     **SMALL)
+    out = unet(cs.Volume(image, 1.0), training_labels=labels)
+    assert unet.model.arrays["down.0.0.weight"].shape[1] == 2 * context + 1  # the slices enter as channels
+    low, high = accuracy
+    assert low < (out["labels"].data[1:] == truth[1:]).mean() <= high
+
+
+def test_class_prior_is_taken_from_the_volume(trained) -> None:
+    unet, volume, truth, _ = trained
+    meta = unet.model.meta
+    share = (truth == 2).mean()  # 0.26 of the voxels are in the disk; the scribbles' prior is uniform
+    assert meta["class_prior"] == "estimated" and meta["training_prior"] == [0.5, 0.5]  # balanced class weights
+    labels = scribbles(truth, 0.02)
+    mean = cs.method("segment.unet", class_prior="mean", iterations=60, **SMALL)
+    mean.fit(volume, labels)
+    one_step = mean.model.meta["volume_prior"][1]
+    assert share < one_step < 0.45  # the mean posterior: towards the volume's share, not all the way
+    assert abs(meta["volume_prior"][1] - share) < 0.7 * abs(one_step - share)  # EM goes further
+    plain = cs.method("segment.unet", class_prior="training", iterations=60, **SMALL)
+    raw = plain(volume, training_labels=labels)
+    assert plain.model.meta["volume_prior"] is None
+    assert dice(raw["labels"].data, truth, 2) > 0.85
+
+
+def test_mirror_averaging_makes_the_prediction_mirror_symmetric(trained) -> None:
+    unet, volume, _, _ = trained  # 48 x 48 planes: one tile, no padding, so the only asymmetry is the network's
+    flipped = cs.Volume(np.ascontiguousarray(volume.data[:, ::-1, :]), 4.0)
+    averaged = cs.method("segment.unet", **SMALL).load(unet.model)
+    np.testing.assert_allclose(averaged.predict_proba(flipped), averaged.predict_proba(volume)[:, :, ::-1], atol=1e-5)
+    single = cs.method("segment.unet", test_time_flips=False, **SMALL).load(unet.model)
+    assert np.abs(single.predict_proba(flipped) - single.predict_proba(volume)[:, :, ::-1]).max() > 1e-3
+
+
+def test_robust_normalisation_ignores_a_few_extreme_voxels() -> None:
+    from cellscape_plugins.segment.unet import robust_normalisation
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(5.0, 2.0, (40, 50, 50)).astype(np.float32)
+    centre, scale = robust_normalisation(data)
+    assert centre == pytest.approx(5.0, abs=0.02) and scale == pytest.approx(2.0, rel=0.02)
+    data.ravel()[rng.choice(data.size, data.size // 1000, replace=False)] = 1e4  # gold beads
+    assert robust_normalisation(data) == pytest.approx((centre, scale), rel=0.02)
 
 
 def test_same_seed_same_network() -> None:
@@ -81,13 +143,73 @@ def test_save_load_round_trip(trained, tmp_path, suffix) -> None:
     np.testing.assert_array_equal(again["labels"].data, out["labels"].data)
 
 
-def test_tiles_blend_without_seams(trained) -> None:
+def test_tiles_leave_no_seams(trained) -> None:
+    unet, volume, _, _ = trained  # depth 2: a receptive margin of 10 voxels, so 32-voxel tiles keep 12-voxel cores
+    whole = cs.method("segment.unet", **SMALL).load(unet.model)
+    tiled = cs.method("segment.unet", tile_voxels=32, **SMALL).load(unet.model)
+    np.testing.assert_allclose(tiled.predict_proba(volume), whole.predict_proba(volume), atol=2e-5)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_receptive_margin_bounds_what_a_voxel_sees(depth) -> None:
+    from cellscape_plugins.segment._unet_net import build
+    from cellscape_plugins.segment.unet import receptive_margin
+
+    margin, stride = receptive_margin(depth), 2 ** (depth - 1)
+    torch.manual_seed(0)
+    net = build(2, 2, 4, depth, 1).eval()
+    with torch.no_grad():
+        for module in net.modules():  # positive weights: every path from an input voxel reaches the output
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.weight.abs_()
+        blank = net(torch.zeros(1, 1, 128, 128))
+        reach = []
+        for phase in range(stride):  # an input voxel at every position on the pooling grid
+            x = torch.zeros(1, 1, 128, 128)
+            x[0, 0, 64 + phase, 64 + phase] = 1.0
+            changed = np.argwhere((net(x) - blank).abs().amax(1)[0].numpy() > 0)
+            reach.append(np.abs(changed - (64 + phase)).max())
+    assert max(reach) <= margin  # nothing beyond the margin: tiles and chunks cut there give exact results
+    assert max(reach) > margin - stride  # ... and the margin is no wider than the pooling grid needs
+
+
+def test_tile_plan_cores_partition_the_axis() -> None:
+    from cellscape_plugins.segment.unet import tile_plan
+
+    plan = tile_plan(100, 40, 8)
+    cores = np.concatenate([np.arange(low, high) for _, low, high in plan])
+    np.testing.assert_array_equal(cores, np.arange(100))
+    for start, low, high in plan:
+        assert start % 4 == 0 and start + 40 <= 100
+        assert low - start >= (8 if start > 0 else 0) and start + 40 - high >= (8 if start + 40 < 100 else 0)
+    assert tile_plan(24, 40, 8) == [(0, 0, 24)]
+    with pytest.raises(cs.InputError, match=r"'tile_voxels' \(16\) leaves no room inside the 8-voxel margins"):
+        tile_plan(100, 16, 8)
+
+
+@pytest.mark.parametrize("chunks", [(4, 16, 16), (6, 24, 32)])
+def test_chunked_apply_equals_the_whole_volume(trained, tmp_path, chunks) -> None:
+    pytest.importorskip("dask")
+    from cellscape._chunked import run_chunked
+
+    unet, _, _, _ = trained
+    volume, truth = disk_cell(nz=12, n=64, seed=3)
+    apply = cs.method("segment.unet_apply", depth=2, tile_voxels=32)  # tiles smaller than a chunk: several per chunk
+    assert apply.chunk_halo(volume.voxel_size_nm) == (2, 10, 10)  # the context slices, the receptive margin
+    whole = apply(volume, model=unet.model)
+    chunked = run_chunked(apply, {"volume": volume, "model": unet.model}, chunks, tmp_path)["labels"]
+    assert chunked.class_names == whole.class_names
+    agreement = float((np.asarray(chunked.data) == whole.data).mean())
+    assert agreement >= 0.9999  # equal but for float rounding between tile shapes at near-ties
+    assert dice(whole.data, truth, 2) > 0.9
+
+
+def test_apply_checks_the_architecture(trained) -> None:
     unet, volume, _, _ = trained
-    whole = cs.method("segment.unet", patch_voxels=64, base_channels=4, depth=2).load(unet.model)
-    tiled = cs.method("segment.unet", patch_voxels=16, overlap=0.5, base_channels=4, depth=2).load(unet.model)
-    a, b = whole.predict_proba(volume), tiled.predict_proba(volume)
-    assert (a.argmax(0) == b.argmax(0)).mean() > 0.98
-    assert np.abs(a - b).mean() < 0.05
+    with pytest.raises(cs.InputError, match=r"segment.unet_apply: the model has depth: 2; set the same"):
+        cs.method("segment.unet_apply")(volume, model=unet.model)
+    with pytest.raises(cs.InputError, match="the model was made by segment.random_forest, not by segment.unet$"):
+        cs.method("segment.unet_apply")(volume, model=cs.Model("segment.random_forest", {}))
 
 
 def test_fine_tuning_starts_from_the_model(trained) -> None:
@@ -105,10 +227,10 @@ def test_fine_tuning_starts_from_the_model(trained) -> None:
 
 def test_three_d_network_runs() -> None:
     volume, truth = disk_cell(nz=16, n=32)
-    out = cs.method("segment.unet", dim=3, iterations=20, base_channels=4, depth=2, patch_voxels=16,
-                    batch_size=2)(volume, training_labels=scribbles(truth, 0.05))
+    out = cs.method("segment.unet", dim=3, iterations=40, base_channels=4, depth=2, patch_voxels=16, batch_size=2,
+                    learning_rate=0.01)(volume, training_labels=scribbles(truth, 0.05))
     assert out["labels"].shape == volume.shape
-    assert dice(out["labels"].data, truth, 2) > 0.7
+    assert dice(out["labels"].data, truth, 2) > 0.9
 
 
 def test_bad_input(trained, tmp_path) -> None:
@@ -125,8 +247,6 @@ def test_bad_input(trained, tmp_path) -> None:
     with pytest.raises(cs.InputError, match="segment.unet: the model was made by segment.random_forest"):
         method(volume, model=cs.Model("segment.random_forest", {}))
     # a weights file of another architecture
-    import torch
-
     saved = {"state_dict": {k: torch.from_numpy(np.array(v)) for k, v in unet.model.arrays.items()},
              "meta": {**unet.model.meta, "base_channels": 8}}
     torch.save(saved, tmp_path / "other.pt")
