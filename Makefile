@@ -15,7 +15,7 @@ export PETSC_CONFIGURE_OPTIONS ?= --with-cuda=0 --with-fc=0
 # the checkout and keyed by version and MPI, so fresh clones on this machine install them in seconds. pip's own
 # cache cannot do this: it would reuse a wheel built with other configure options.
 PETSC_WHEELS ?= $(HOME)/.cache/cellscape-wheels/petsc-$(PETSC_VERSION)-mpich
-SYSTEM_PACKAGES := libopenblas-dev liblapack-dev mpich libmpich-dev
+SYSTEM_PACKAGES := libopenblas-dev liblapack-dev mpich libmpich-dev chromium
 
 .PHONY: demo test bench lint clean env env-full sysdeps
 
@@ -28,7 +28,8 @@ $(VENV)/.light: pyproject.toml
 
 env: $(VENV)/.light
 
-# PETSc compiles against BLAS/LAPACK headers and an MPI (Debian packages; mpiexec runs the 2-rank tests).
+# PETSc compiles against BLAS/LAPACK headers and an MPI (Debian packages; mpiexec runs the 2-rank tests);
+# the report test opens a run report in headless Chromium.
 sysdeps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 	    echo "BLAS/LAPACK headers and MPICH: present"; \

@@ -80,6 +80,35 @@ def test_report_shows_every_figure(demo) -> None:
     assert "<th>quantity</th>" in page and "class='error'" not in page
 
 
+def headless_chromium() -> str | None:
+    import shutil
+
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+
+@pytest.mark.slow
+def test_report_opens_in_a_headless_browser_with_every_figure_decoded(demo, tmp_path) -> None:
+    """Chromium loads the page, decodes every embedded PNG and meets no script or resource error."""
+    browser = headless_chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (make test installs Debian's chromium)")
+    index = demo.run_dir / "report" / "index.html"
+    expected = len(re.findall(r"<img ", index.read_text()))
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
+                           index.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", done.stdout)
+    assert body is not None, done.stdout[:2000]
+    attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
+    assert int(attributes["data-figures"]) == expected == 16
+    assert int(attributes["data-figures-shown"]) == expected  # each image decoded with a width > 0
+    assert attributes["data-errors"] == ""
+    assert f"figures: {expected} of {expected} shown" in done.stdout
+
+
 def test_second_run_recomputes_nothing(demo) -> None:
     again = cs.run(SPEC, run_dir=demo.run_dir)
     assert again.computed == []

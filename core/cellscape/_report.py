@@ -34,7 +34,7 @@ h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;mar
 td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5} code,pre{background:#f7f7f7;font-size:.85rem} pre{padding:.6rem;overflow:auto}
 .cached{color:#2a7} .computed{color:#27a} figure{display:inline-block;margin:.5rem;vertical-align:top}
-figure img{max-width:520px;border:1px solid #eee} figcaption{font-size:.8rem;color:#555}
+figure img{max-width:520px;border:1px solid #eee} img.broken{outline:3px solid #c00} figcaption{font-size:.8rem;color:#555}
 .error{color:#b00}
 """
 
@@ -111,6 +111,27 @@ def _sweep_html(sweep: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+# The page checks itself once loaded: how many figures the browser decoded, and any script or resource error.
+# The footer tells the reader ("figures: 12 of 12 shown"); the body's data-* attributes tell a headless test.
+_STATUS_SCRIPT = """
+var cellscapeErrors = [];
+window.addEventListener("error", function (e) {
+  cellscapeErrors.push(e.message || ("could not load " + (e.target && (e.target.alt || e.target.tagName))));
+}, true);
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var shown = images.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  images.forEach(function (i) { if (shown.indexOf(i) < 0) { i.className += " broken"; } });
+  document.body.setAttribute("data-figures", images.length);
+  document.body.setAttribute("data-figures-shown", shown.length);
+  document.body.setAttribute("data-errors", cellscapeErrors.join(" | "));
+  document.getElementById("figure-status").textContent =
+      "figures: " + shown.length + " of " + images.length + " shown" +
+      (cellscapeErrors.length ? "; errors: " + cellscapeErrors.join("; ") : "");
+});
+"""
+
+
 def build_report(run_dir: str | Path, registry: Registry | None = None) -> Path:
     """Write ``run_dir/report/index.html`` (images embedded, PNGs also under report/figures/)."""
     run_dir = Path(run_dir)
@@ -171,8 +192,9 @@ def build_report(run_dir: str | Path, registry: Registry | None = None) -> Path:
             parts.extend(f"<p class='error'>{_esc(e)}</p>" for e in errors)
     parts.append(f"<h2>Spec</h2><pre>{_esc(spec['text'])}</pre>")
     parts.append(f"<h2>Host</h2><pre>{_esc(json.dumps(provenance['host'], indent=1))}</pre>")
+    parts.append("<p id='figure-status' class='meta'>figures: loading</p>")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cellscape · {_esc(spec['name'])}"
-            f"</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+            f"</title><style>{_STYLE}</style><script>{_STATUS_SCRIPT}</script></head><body>{''.join(parts)}</body></html>")
     index = report_dir / "index.html"
     atomic_write(index, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return index
