@@ -142,9 +142,10 @@ def tile_plan(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
 
 
 class UNet(cs.Segmenter):
-    """2D/3D U-Net from sparse labels: masked loss, class weights, augmentation, tiled blended inference."""
+    """2D/3D U-Net from sparse labels: masked loss, class weights, augmentation, overlap-tile inference."""
 
     name = "segment.unet"
+    version = "2"  # 2: overlap-tile inference, context slices, class prior from the volume
     Params = UNetParams
     inputs = {
         "volume": cs.Volume,
@@ -262,7 +263,7 @@ class UNet(cs.Segmenter):
     # -- inference ------------------------------------------------------------------------------------------------
 
     def predict_proba(self, volume: cs.Volume) -> np.ndarray:
-        """Class probabilities by overlapping tiles blended with a smooth window.
+        """Class probabilities by overlap-tile inference (see :meth:`_network_probabilities`).
 
         When the model holds a ``volume_prior`` (``class_prior`` "estimated" or "mean"), the network's
         probabilities are re-weighted by ``volume_prior / training_prior`` and renormalised.
