@@ -532,6 +532,7 @@ class RandomForest(cs.Segmenter):
             confidence[region] = np.take_along_axis(probabilities, winner[None], 0)[0]
 
         self._each_chunk(classify, chunk_regions(volume.shape, self.params.chunk_voxels), "predicting")
+        labels.flags.writeable = confidence.flags.writeable = False  # finished: the artefacts take them without a copy
         names = {int(k): v for k, v in meta.get("class_names", {}).items()}
         return {
             "labels": cs.Labels(labels, names, volume.voxel_size_nm, volume.origin_nm),
