@@ -430,25 +430,51 @@ class _Crashed(Exception):
     """TetGen's process died (a segfault or abort inside TetGen) or ran out of time."""
 
 
+# The child is a fresh interpreter started with -c, not a multiprocessing "spawn" child: those re-run the caller's
+# __main__ script, so a user script calling mesh.tetrahedralize at top level (no `if __name__ == "__main__":`)
+# would start itself again instead of TetGen. Arguments and result travel through files of this run only
+# (inter-process hand-over, nothing is kept).
+_CHILD = """
+import importlib, pickle, sys
+with open(sys.argv[1], "rb") as f:
+    module, name, args = pickle.load(f)
+function = importlib.import_module(module)
+for part in name.split("."):
+    function = getattr(function, part)
+try:
+    result = ("ok", function(*args))
+except Exception as exc:
+    result = ("error", exc)
+with open(sys.argv[2], "wb") as f:
+    pickle.dump(result, f)
+"""
+
+
 def isolated(function: Any, args: tuple, timeout_s: float) -> Any:
     """``function(*args)`` in a fresh child process: a crash or hang there is reported here, this process lives on.
 
-    ``function`` must be importable by name (a module-level function).
+    ``function`` must be importable by name (a module-level function). An
+    exception it raises is raised here; a crash (segfault, abort) or a run
+    longer than ``timeout_s`` seconds raises ``_Crashed``.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
-    from concurrent.futures.process import BrokenProcessPool
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
 
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
-    try:
-        return pool.submit(function, *args).result(timeout=timeout_s)
-    except BrokenProcessPool as exc:
-        raise _Crashed("crashed (its process died)") from exc
-    except FutureTimeout as exc:
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        raise _Crashed(f"did not finish within timeout_s={timeout_s:g} s") from exc
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    with tempfile.TemporaryDirectory(prefix="cellscape-tetgen-") as folder:
+        given, taken = Path(folder) / "args.pkl", Path(folder) / "result.pkl"
+        given.write_bytes(pickle.dumps((function.__module__, function.__qualname__, args)))
+        try:
+            done = subprocess.run([sys.executable, "-c", _CHILD, str(given), str(taken)], capture_output=True,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise _Crashed(f"did not finish within timeout_s={timeout_s:g} s") from exc
+        if done.returncode != 0 or not taken.exists():
+            last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+            raise _Crashed(f"crashed (its process died: {last[0][:200]})")
+        status, value = pickle.loads(taken.read_bytes())
+    if status == "error":
+        raise value
+    return value

@@ -209,3 +209,24 @@ def test_self_intersecting_surfaces_are_rejected_with_the_regions_named() -> Non
                               {1: "cytosol", 2: "nucleus"})
     with pytest.raises(cs.InputError, match=r"of region 1 \(cytosol\), region 2 \(nucleus\) intersect or touch"):
         cs.method("mesh.tetrahedralize")(crossing)
+
+
+def test_a_script_without_a_main_guard_can_tetrahedralize(tmp_path) -> None:
+    """TetGen's child is a fresh interpreter: it does not re-run the calling script (as multiprocessing's spawn would)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain_script.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import cellscape as cs\n"
+        "z, y, x = np.mgrid[:20, :20, :20]\n"
+        "labels = ((z - 10) ** 2 + (y - 10) ** 2 + (x - 10) ** 2 < 36).astype(np.uint8)\n"
+        "surface = cs.method('mesh.marching_cubes')(cs.Labels(labels, voxel_size_nm=(10.0, 10.0, 10.0)))\n"
+        "print('start')\n"
+        "mesh = cs.method('mesh.tetrahedralize')(surface)\n"
+        "print('tets', len(mesh.tetrahedra))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("start") == 1  # the script ran once
+    assert int(done.stdout.split()[-1]) > 100
