@@ -64,6 +64,7 @@ import cellscape as cs
 
 from ._training import segmentation_outputs, training_classes
 from ._unet_net import build
+from .random_forest import estimate_class_prior
 
 _PRIOR_PLANES = 32  # a 2D network estimates the class frequencies of the training volume on this many planes
 _PRIOR_VOXELS = 1_000_000  # ... from at most about this many voxels
@@ -248,8 +249,6 @@ class UNet(cs.Segmenter):
                      "volume_prior": None})
         self.model = cs.Model(self.name, state, meta)
         if p.class_prior != "training":
-            from .random_forest import estimate_class_prior
-
             planes = None
             if meta["dim"] == 2:
                 planes = np.unique(np.linspace(0, data.shape[0] - 1, _PRIOR_PLANES).round().astype(int)).tolist()
