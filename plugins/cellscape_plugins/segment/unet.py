@@ -92,14 +92,14 @@ class UNetParams:
                                         help="balanced: rare labeled classes weigh as much as common ones")
     augment: bool = cs.param(True, help="flips, 90° in-plane rotations and intensity jitter")
     elastic: bool = cs.param(False, help="also a smooth random elastic deformation of training patches")
-    class_prior: str = cs.param("estimated", choices=("estimated", "mean", "training"),
+    class_prior: str = cs.param("mean", choices=("mean", "estimated", "training"),
                                 help="re-weight class probabilities from the training labels' prior (uniform when "
                                 "class_weight is balanced; scribbles over-represent thin classes such as membranes) "
                                 "to the training volume's class frequencies, estimated from the network's own "
-                                "predictions on it: estimated: by EM to convergence (Saerens et al. 2002; right when "
-                                "the network is trained to convergence, too strong for an under-trained one, whose "
-                                "probabilities are soft); mean: their mean (one EM step, a gentler correction); "
-                                "training: no re-weighting")
+                                "predictions on it: mean: their mean (one EM step; a gentle correction that stays "
+                                "safe when the network is under-trained); estimated: EM to convergence (Saerens et "
+                                "al. 2002; exact for calibrated probabilities, but it over-corrects the soft ones of "
+                                "an under-trained network); training: no re-weighting")
     test_time_flips: bool = cs.param(True, help="average the predictions over mirror images (2x slower per axis pair)")
     seed: int = cs.param(0, help="random seed: same seed, same network")
     device: str = cs.param("auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when available")
