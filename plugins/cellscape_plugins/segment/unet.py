@@ -22,6 +22,13 @@ bright or dark voxels (gold fiducials, empty resin) do not squash the
 contrast. The training volume's values are stored with the model and reused
 on new volumes.
 
+Scribbles label every class about equally (and balanced class weights make
+it so in any case), so the network learns a uniform class prior and would call every ambiguous voxel near a membrane
+"membrane". After training it therefore classifies the training volume (32
+planes of it for a 2D network) and re-weights its probabilities from the
+training prior to the class frequencies found there (``class_prior``: by
+default their mean posterior, one step of the forest's EM estimate).
+
 Inference covers the volume with overlapping tiles (the overlap-tile
 strategy of the original U-Net): neighbouring tiles overlap by twice the
 network's receptive radius (:func:`receptive_margin`), and each voxel is
