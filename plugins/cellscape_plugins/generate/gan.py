@@ -7,9 +7,13 @@ components, 26-connectivity; none may touch the volume border) are
 voxelised on a 32³ grid: each is centred on its centroid, turned so that its
 principal axes lie along x, y, z (longest along x) when ``align`` is on, and
 scaled so its longest extent spans ``fill_fraction`` of the grid. The grid
-spacing of each object (nm per grid voxel) is kept: sampled shapes get a
-spacing drawn from the lognormal fitted to them, so they come out in
-physical units. Targets are the binary shapes blurred by
+spacing of each object (nm per grid voxel) is kept. Since every object is
+scaled to the same extent, its spacing goes with its shape (a long thin
+object gets a large spacing and few voxels; on phantom mitochondria the
+correlation of log spacing and log voxel count is −0.99), so the spacing
+is regressed on the voxel count, ``log s = a + b log n + ε``, and a sampled
+shape gets the spacing its own voxel count predicts, plus the residual
+noise: it comes out in physical units with the size its shape implies. Targets are the binary shapes blurred by
 ``smooth_sigma_voxels`` (a critic learns more from soft edges), and each
 training batch is flipped at random along the three axes (an object and its
 mirror images are equally likely).
@@ -59,7 +63,7 @@ import cellscape as cs
 
 from ._gan_net import GRID, build_critic, build_generator, set_template
 
-FORMAT = "cellscape-wgan-gp-1"
+FORMAT = "cellscape-wgan-gp-2"
 #: Fewest training shapes the GAN accepts.
 MIN_SHAPES = 8
 
@@ -174,6 +178,18 @@ def voxelize_objects(labels: cs.Labels, class_name: str, fill_fraction: float = 
     return np.stack(shapes), np.asarray(spacings)
 
 
+def spacing_model(shapes: np.ndarray, spacing_nm: np.ndarray) -> dict[str, float]:
+    """Least-squares ``log spacing = intercept + slope · log voxel count`` over training shapes, and its residual sd."""
+    log_count = np.log(np.maximum(shapes.reshape(len(shapes), -1).sum(axis=1), 1).astype(float))
+    log_spacing = np.log(spacing_nm)
+    slope = 0.0
+    if len(shapes) >= 3 and log_count.std() > 1e-9:
+        slope = float(np.polyfit(log_count, log_spacing, 1)[0])
+    intercept = float((log_spacing - slope * log_count).mean())
+    residual = log_spacing - intercept - slope * log_count
+    return {"spacing_intercept": intercept, "spacing_slope": slope, "spacing_residual_sd": float(residual.std())}
+
+
 def shape_quality(masks: np.ndarray) -> dict[str, np.ndarray]:
     """Per binary (n, 32, 32, 32) mask: components (6-connectivity), cavities, border contact, single closed object."""
     from scipy import ndimage
@@ -280,6 +296,7 @@ class ShapeGAN(cs.Generator):
             "align": p.align, "iterations": p.iterations, "critic_steps": p.critic_steps, "batch_size": p.batch_size,
             "learning_rate": p.learning_rate, "gradient_penalty": p.gradient_penalty, "seed": p.seed,
             "log_spacing_mean": float(np.log(spacings).mean()), "log_spacing_sd": float(np.log(spacings).std()),
+            **spacing_model(shapes, spacings),
             "training_single_closed_share": float(shape_quality(shapes)["single_closed"].mean()),
             "torch_version": str(torch.__version__),
         }
@@ -348,8 +365,8 @@ class ShapeGAN(cs.Generator):
     def sample(self, n: int, seed: int = 0) -> list[cs.Labels]:
         """``n`` new shapes as Labels (label 1 = the class): thresholded, largest component, cavities filled.
 
-        Each gets a grid spacing (nm per voxel) drawn from the training spacings' lognormal, so sizes are physical;
-        the shape's grid centre is at 0 nm.
+        Each gets a grid spacing (nm per voxel) from its voxel count by the training regression (see the module
+        docstring), so sizes are physical; the shape's grid centre is at 0 nm.
         """
         model = self._require_model()
         meta = model.meta
@@ -357,9 +374,12 @@ class ShapeGAN(cs.Generator):
         spacing_rng = np.random.default_rng(seed)
         out = []
         for mask in masks:
-            spacing = float(np.exp(spacing_rng.normal(meta["log_spacing_mean"], meta["log_spacing_sd"])))
+            shape = clean_shape(mask)
+            log_count = math.log(max(int(shape.sum()), 1))
+            log_spacing = meta["spacing_intercept"] + meta["spacing_slope"] * log_count
+            spacing = float(np.exp(log_spacing + spacing_rng.normal(0.0, meta["spacing_residual_sd"])))
             origin = -(GRID - 1) / 2.0 * spacing
-            out.append(cs.Labels(clean_shape(mask).astype(np.uint8), {1: meta["class_name"]}, spacing, origin))
+            out.append(cs.Labels(shape.astype(np.uint8), {1: meta["class_name"]}, spacing, origin))
         return out
 
     def sample_meshes(self, n: int, seed: int = 0, sigma_voxels: float = 1.0) -> list[cs.SurfaceMesh]:

@@ -79,6 +79,18 @@ def test_shape_quality_counts_components_cavities_and_border() -> None:
     assert (gan_module.clean_shape(hollow) == (r <= 9)).all()
 
 
+def test_spacing_model_recovers_a_known_power_law() -> None:
+    n = 32
+    z, y, x = np.mgrid[:n, :n, :n] - 15.5
+    r = np.sqrt(z**2 + y**2 + x**2)
+    shapes = np.stack([r <= radius for radius in (4.0, 6.0, 8.0, 10.0, 12.0)])
+    counts = shapes.reshape(5, -1).sum(axis=1)
+    spacing = np.exp(2.0 - 0.5 * np.log(counts))
+    model = gan_module.spacing_model(shapes, spacing)
+    assert model["spacing_slope"] == pytest.approx(-0.5, abs=1e-9)
+    assert model["spacing_intercept"] == pytest.approx(2.0, abs=1e-9) and model["spacing_residual_sd"] < 1e-9
+
+
 def test_untrained_generator_draws_the_template_as_one_closed_shape(untrained, training) -> None:
     quality = untrained.quality(8, seed=0)
     assert gan_module.single_object_share(quality) == 1.0
