@@ -8,8 +8,8 @@ same number per class). Two phantoms (seeds 0 and 1) with their own scribbles, s
 defaults are judged on one volume.
 
 Rows, per phantom: `segment.random_forest` with its defaults; `segment.unet` with its defaults
-(2D network on XY slices with 2 context slices on each side, 1000 training steps, class prior by
-EM). Each is trained and then applied to the whole training volume (the voxels outside the
+(2D network on XY slices with 2 context slices on each side, 1000 training steps, class prior
+from the mean posterior). Each is trained and then applied to the whole training volume (the voxels outside the
 scribbles are the test set, as in `bench_segment`), each in its own process. For the first phantom
 the trained U-Net is also applied by `segment.unet_apply` chunk by chunk
 (`cellscape._chunked.run_chunked`, chunks of 64³ grown by the network's receptive margin), to show
@@ -161,10 +161,11 @@ def run() -> dict:
         "rows": rows,
         "notes": ("Target of issue #4: U-Net Dice ≥ random forest. U-Net vs forest (Dice) — " + summary + ". "
                   "Variants of the U-Net tried on phantom seed 0 before this run (one run each, Dice membrane / "
-                  "mitochondria): 300 steps 0.24 / 0.49 with the EM prior (an under-trained network's soft "
-                  "probabilities make EM over-correct; 0.87 / 0.94 with the mean posterior as prior), 2000 steps "
-                  "0.898 / 0.957, 4 context slices 0.865 / 0.975, 16 base channels 0.887 / 0.964: the membrane gap "
-                  "stays. A 3D network (dim 3) was not tried at this size: too slow to train on this machine. The "
+                  "mitochondria, class prior by EM unless said): 300 steps 0.24 / 0.49 (an under-trained network's "
+                  "soft probabilities make EM over-correct; 0.87 / 0.94 with the mean posterior, hence that default), "
+                  "1000 steps 0.895 / 0.964 (0.886 / 0.966 with the mean posterior), 2000 steps 0.898 / 0.957, 4 "
+                  "context slices 0.865 / 0.975, 16 base channels 0.887 / 0.964: the membrane gap stays. "
+                  "A 3D network (dim 3) was not tried at this size: too slow to train on this machine. The "
                   "chunked row applies the same model chunk by chunk: its labels equal the whole-volume labels "
                   "(the overlap-tile inference makes each voxel independent of where tiles and chunks fall). "
                   "Measured on a shared 2-core machine (other jobs running), so seconds are indicative; the forest "
