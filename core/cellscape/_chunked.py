@@ -26,7 +26,9 @@ output (e.g. the model that was applied) must not depend on the chunk; it is
 taken from the first chunk computed.
 
 With the local executor the chunks run on threads of this process; with the
-Dask executor on the cluster's workers.
+Dask executor on the cluster's workers, which send each slab's chunks back to
+the process that runs the step, where they are written (no file is written by
+two processes, and the workers need no shared scratch space for the result).
 """
 
 from __future__ import annotations
@@ -216,27 +218,16 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
                     result.flush()
                     _release(result)
         else:
-            # a cluster's workers write their chunks into Zarr folders beside the results; copied in slabs
+            # a cluster's workers compute a slab's chunks in parallel and send them here, where they are written into
+            # the results: one slab in this process's memory at a time, and nothing written by two processes
             import dask
-            import zarr
 
-            folders = {name: scratch / f"{targets[name].stem}.zarr" for name in arrays}
-            try:
-                stores = [zarr.open_array(str(folders[name]), mode="w", shape=shape, chunks=sizes, dtype=packed[name],
-                                          zarr_format=2) for name in arrays]
-                writes = [da.store(slab(start, stop), stores, regions=[(slice(start, stop),)] * len(arrays),
-                                   lock=False, compute=False) for start, stop in slabs]
-                dask.compute(*writes, scheduler=scheduler)
-                for name, store in zip(arrays, stores, strict=True):
-                    for start, stop in slabs:
-                        results[name][start:stop] = store[start:stop]
-                        results[name].flush()
-                        _release(results[name])
-            finally:
-                import shutil
-
-                for folder in folders.values():
-                    shutil.rmtree(folder, ignore_errors=True)
+            for start, stop in slabs:
+                values = dask.compute(*slab(start, stop), scheduler=scheduler)
+                for name, value in zip(arrays, values, strict=True):
+                    results[name][start:stop] = value
+                    results[name].flush()
+                    _release(results[name])
         for result in results.values():
             _release(result)  # written pages go to the file, not the process's memory
     except BaseException:
