@@ -274,3 +274,35 @@ def test_petsc_option_strings_are_parsed() -> None:
         parse_petsc_options("cg -ksp_type")
     with pytest.raises(cs.InputError, match="must be a dict or a string"):
         parse_petsc_options(["-ksp_type", "cg"])  # type: ignore[arg-type]
+
+
+def _two_species() -> tuple[sparse.csr_matrix, list[np.ndarray]]:
+    """Two species on the cube, coupled by a reversible reaction (a non-symmetric off-diagonal block pair)."""
+    a = MATRICES["symmetric"]
+    n = a.shape[0]
+    mass = sparse.diags(np.asarray(a.sum(axis=1)).ravel())
+    matrix = sparse.bmat([[a + 0.5 * DT * mass, -0.2 * DT * mass], [-0.5 * DT * mass, 1.5 * a + 0.2 * DT * mass]])
+    return matrix.tocsr(), [np.arange(n), np.arange(n, 2 * n)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_amg_per_block_solves_a_coupled_two_species_system(backend: str) -> None:
+    matrix, blocks = _two_species()
+    rhs = np.concatenate([RHS, -RHS[::-1]])
+    reference = linalg.spsolve(matrix.tocsc(), rhs)
+    solver = make_solver(matrix, backend=backend, method="gmres", preconditioner="amg", blocks=blocks, rtol=1e-11)
+    x = solver.solve(rhs)
+    assert _relative_error(x, reference) <= 1e-8
+    assert 1 <= solver.stats.iterations < 60
+    if backend == "petsc":
+        pc = solver.ksp.getPC()
+        assert pc.getType() == "fieldsplit"
+        assert [sub.getPC().getType() for sub in pc.getFieldSplitSubKSP()] == ["gamg", "gamg"]
+
+
+def test_blocks_must_partition_the_unknowns() -> None:
+    matrix, blocks = _two_species()
+    with pytest.raises(cs.InputError, match=r"blocks must partition the 2662 unknowns"):
+        make_solver(matrix, preconditioner="amg", method="gmres", blocks=[blocks[0], blocks[1][:-1]])
+    with pytest.raises(cs.InputError, match=r"blocks must partition"):
+        make_solver(matrix, preconditioner="amg", method="gmres", blocks=[blocks[0], blocks[0]])
