@@ -671,9 +671,14 @@ def parse_petsc_options(options: Mapping[str, object] | str | None) -> dict[str,
     return {str(key).lstrip("-"): _option_value(value) for key, value in options.items()}
 
 
-def runs_collectively(params: Any) -> bool:
-    """A solver step runs on every MPI rank together when it solves with PETSc (the matrix is distributed)."""
-    return getattr(params, "backend", "scipy") == "petsc"
+class PetscCollective:
+    """Mixin of the solver methods: under ``mpiexec -n N`` a step with ``backend: petsc`` runs on every rank."""
+
+    params: Any
+
+    def runs_collectively(self) -> bool:
+        """The PETSc backend distributes the matrix by rows over the ranks, so every rank must take part."""
+        return getattr(self.params, "backend", "scipy") == "petsc"
 
 
 def petsc_has_cuda() -> bool:

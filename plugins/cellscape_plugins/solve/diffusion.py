@@ -32,6 +32,7 @@ import numpy as np
 
 import cellscape as cs
 
+from ._linear import PetscCollective
 from ._p1 import assemble_p1, element_geometry, lumped_mass
 
 if TYPE_CHECKING:
@@ -264,7 +265,7 @@ def total_amount(points_nm: np.ndarray, tets: np.ndarray, values: np.ndarray) ->
     return np.asarray(values) @ lumped_mass(np.asarray(points_nm) / NM_PER_UM, tets)
 
 
-class Diffusion(cs.Solver):
+class Diffusion(PetscCollective, cs.Solver):
     """Diffusion of one species in a closed cell: P1 finite elements, backward Euler, SciPy or PETSc solvers.
 
     Zero flux through every boundary (the total amount is conserved). Mesh
@@ -288,12 +289,6 @@ class Diffusion(cs.Solver):
     name = "solve.diffusion"
     version = "2"
     Params = DiffusionParams
-
-    def runs_collectively(self) -> bool:
-        """Under ``mpiexec -n N``, a PETSc solve runs on every rank with the matrix distributed by rows."""
-        from ._linear import runs_collectively
-
-        return runs_collectively(self.params)
 
     def __init__(self, params: DiffusionParams | None = None, **values: object):
         super().__init__(params, **values)

@@ -51,7 +51,15 @@ import numpy as np
 
 import cellscape as cs
 
-from ._linear import BACKENDS, METHODS, PRECONDITIONERS, ConvergenceError, LinearSolver, make_solver
+from ._linear import (
+    BACKENDS,
+    METHODS,
+    PRECONDITIONERS,
+    ConvergenceError,
+    LinearSolver,
+    PetscCollective,
+    make_solver,
+)
 from ._model import BoundModel, bind_model, parse_model
 
 if TYPE_CHECKING:
@@ -675,7 +683,7 @@ def output_schedule(p: Any) -> np.ndarray:
     return np.linspace(0.0, p.t_end_s, p.n_outputs)
 
 
-class ReactionDiffusion(cs.Solver):
+class ReactionDiffusion(PetscCollective, cs.Solver):
     """Reaction–diffusion of volume and membrane species: P1 FEM, BE/BDF2, Newton, SciPy or PETSc.
 
     Species live in regions (µM) or on marked boundaries (molecules/µm²);
@@ -692,12 +700,6 @@ class ReactionDiffusion(cs.Solver):
     name = "solve.reaction_diffusion"
     version = "1"
     Params = ReactionDiffusionParams
-
-    def runs_collectively(self) -> bool:
-        """Under ``mpiexec -n N``, a PETSc solve runs on every rank with the matrix distributed by rows."""
-        from ._linear import runs_collectively
-
-        return runs_collectively(self.params)
     outputs = {"fields": cs.Fields, "probes": cs.Table, "steps": cs.Table}
 
     def run(self, **inputs: cs.Artefact) -> dict[str, cs.Artefact]:

@@ -37,7 +37,7 @@ import numpy as np
 
 import cellscape as cs
 
-from ._linear import BACKENDS, METHODS, PRECONDITIONERS
+from ._linear import BACKENDS, METHODS, PRECONDITIONERS, PetscCollective
 from ._model import parse_model
 from .reaction_diffusion import DiscreteSystem, NewtonFailure, ReactionDiffusion, SolverDivergedError
 
@@ -156,7 +156,7 @@ def pseudo_transient(system: DiscreteSystem, initial: np.ndarray, t: float, pseu
                      f"{norm / norm0:.3e} of the initial one")
 
 
-class Stationary(cs.Solver):
+class Stationary(PetscCollective, cs.Solver):
     """Steady state of a reaction–diffusion model (volume and membrane species): P1 FEM, Newton, SciPy or PETSc.
 
     Same model and outputs as ``solve.reaction_diffusion``: ``fields`` (one
@@ -167,12 +167,6 @@ class Stationary(cs.Solver):
     name = "solve.stationary"
     version = "1"
     Params = StationaryParams
-
-    def runs_collectively(self) -> bool:
-        """Under ``mpiexec -n N``, a PETSc solve runs on every rank with the matrix distributed by rows."""
-        from ._linear import runs_collectively
-
-        return runs_collectively(self.params)
     outputs = {"fields": cs.Fields, "probes": cs.Table, "steps": cs.Table}
 
     def run(self, **inputs: cs.Artefact) -> dict[str, cs.Artefact]:
