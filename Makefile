@@ -71,7 +71,7 @@ demo: $(VENV)/.light
 
 test: $(VENV)/.full
 	$(VENV)/bin/ruff check core plugins tests contrib benchmarks
-	$(PY) -m pytest -q
+	CELLSCAPE_FULL_ENV=1 $(PY) -m pytest -q
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/run.py

@@ -70,3 +70,33 @@ def toy_runs(site: PluginSite) -> list[str]:
 @pytest.fixture
 def registry() -> cs.Registry:
     return cs.get_registry()
+
+
+# `make test` installs these and sets CELLSCAPE_FULL_ENV=1: there a missing one is a failure, not a quiet skip
+FULL_ENV = os.environ.get("CELLSCAPE_FULL_ENV") == "1"
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed (make test installs it)"
+    if FULL_ENV:
+        pytest.fail(message + "; CELLSCAPE_FULL_ENV=1 says it should be here", pytrace=False)
+    pytest.skip(message)
+
+
+def needed_tool(*names: str) -> str:
+    """Path of the first of ``names`` on PATH; missing: skipped, or failed under ``make test``."""
+    import shutil
+
+    found = next((path for path in map(shutil.which, names) if path), None)
+    if found is None:
+        _missing(" / ".join(names))
+    return found  # type: ignore[return-value]
+
+
+def needed_modules(*names: str) -> None:
+    """Import ``names``; missing: skipped, or failed under ``make test``."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            _missing(f"Python module {name}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needed_tool
 
 import cellscape as cs
 
@@ -80,19 +81,10 @@ def test_report_shows_every_figure(demo) -> None:
     assert "<th>quantity</th>" in page and "class='error'" not in page
 
 
-def headless_chromium() -> str | None:
-    import shutil
-
-    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
-
-
 @pytest.mark.slow
 def test_report_opens_in_a_headless_browser_with_every_figure_decoded(demo, tmp_path) -> None:
     """Chromium loads the page, decodes every embedded PNG and meets no script or resource error."""
-    browser = headless_chromium()
-    if browser is None:
-        pytest.skip("no Chromium on this machine (make test installs Debian's chromium)")
+    browser = needed_tool("chromium", "chromium-browser", "google-chrome")
     index = demo.run_dir / "report" / "index.html"
     expected = len(re.findall(r"<img ", index.read_text()))
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

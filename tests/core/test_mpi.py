@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import toy_runs
+from conftest import needed_modules, needed_tool, toy_runs
 
 from cellscape._store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-MPIEXEC = shutil.which("mpiexec")
 
 SPEC = """\
 version: 1
@@ -33,13 +31,12 @@ steps:
 
 
 def mpi_run(toy, tmp_path, spec_text: str, run_dir) -> subprocess.CompletedProcess[str]:
-    if MPIEXEC is None:
-        pytest.skip("no mpiexec on this machine (make test installs MPICH)")
-    pytest.importorskip("mpi4py")
+    mpiexec = needed_tool("mpiexec")
+    needed_modules("mpi4py")
     spec = tmp_path / "spec.yaml"
     spec.write_text(spec_text)
     env = {**toy.env, "CELLSCAPE_TOY_LOG": str(toy.log)}
-    return subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "cellscape.cli", "run", str(spec), "--run-dir",
+    return subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "cellscape.cli", "run", str(spec), "--run-dir",
                            str(run_dir), "--quiet", "--no-report"], capture_output=True, text=True, env=env, timeout=240)
 
 

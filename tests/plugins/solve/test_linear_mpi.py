@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needed_modules, needed_tool
 from scipy.sparse import linalg
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -54,10 +54,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(tmp_path: Path, ranks: int) -> list[dict]:
-    mpiexec = shutil.which("mpiexec")
-    if mpiexec is None:
-        pytest.skip("no mpiexec on this machine (make test installs MPICH)")
-    pytest.importorskip("petsc4py")
+    mpiexec = needed_tool("mpiexec")
+    needed_modules("petsc4py")
     script = tmp_path / "solve.py"
     script.write_text(SCRIPT.format(here=str(Path(__file__).parent), tests=str(TESTS), out=str(tmp_path)))
     done = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, str(script)], capture_output=True, text=True,
@@ -116,11 +114,8 @@ steps:
 def test_a_spec_under_mpiexec_solves_on_both_ranks_and_matches_the_serial_run(tmp_path: Path) -> None:
     import cellscape as cs
 
-    mpiexec = shutil.which("mpiexec")
-    if mpiexec is None:
-        pytest.skip("no mpiexec on this machine (make test installs MPICH)")
-    pytest.importorskip("petsc4py")
-    pytest.importorskip("mpi4py")
+    mpiexec = needed_tool("mpiexec")
+    needed_modules("petsc4py", "mpi4py")
     spec = tmp_path / "spec.yaml"
     spec.write_text(PIPELINE)
     serial = cs.run(spec, run_dir=tmp_path / "serial", quiet=True, report=False)
