@@ -24,7 +24,6 @@ with its p-value) and the 1-Wasserstein distance divided by the training standar
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -33,63 +32,24 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-VOXEL_NM = 10.0
+# experiment 1's known population: the one tests/plugins/generate/test_gmm.py recovers
+from populations import (
+    CELL_LOG_SD,
+    CELL_MEDIAN_VOXELS,
+    COUNT_MEAN,
+    NAMES,
+    NUCLEUS_FRACTION,
+    NUCLEUS_OFFSET,
+    VOLUME_LOG_SD,
+    VOLUME_MEDIAN_VOXELS,
+    VOXEL_NM,
+    known_cell,
+)
+
 N_SAMPLES = 200
 SEED = 0
-
-# --- the known population of experiment 1
-GRID = (42, 50, 60)
-CELL_MEDIAN_VOXELS = np.array([24.0, 20.0, 16.0])  # along x, y, z
-CELL_LOG_SD = 0.04
-NUCLEUS_FRACTION = 0.35
-NUCLEUS_OFFSET = 0.1
-COUNT_MEAN = 6.0
-VOLUME_MEDIAN_VOXELS = 4 / 3 * math.pi * 3.0**3
-VOLUME_LOG_SD = 0.3
-NAMES = {1: "cytosol", 2: "nucleus", 3: "mitochondrion"}
-
-
-def _ball(shape: tuple[int, ...], centre: np.ndarray, radius: float) -> tuple[tuple[slice, ...], np.ndarray]:
-    low = np.maximum(np.floor(centre - radius).astype(int), 0)
-    high = np.minimum(np.ceil(centre + radius).astype(int) + 1, shape)
-    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
-    z, y, x = np.ogrid[box]
-    return box, (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
-
-
-def _ellipsoid(centre: np.ndarray, semi: np.ndarray) -> np.ndarray:
-    z, y, x = np.ogrid[: GRID[0], : GRID[1], : GRID[2]]
-    return ((z - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2 + ((x - centre[2]) / semi[2]) ** 2 <= 1
-
-
-def known_cell(rng: np.random.Generator) -> np.ndarray:
-    """One cell of the known population (label values as NAMES)."""
-    from scipy import ndimage
-
-    semi = (CELL_MEDIAN_VOXELS * np.exp(rng.normal(0, CELL_LOG_SD, 3)))[::-1]
-    centre = (np.array(GRID) - 1) / 2
-    cell = _ellipsoid(centre, semi)
-    nucleus = _ellipsoid(centre + np.array([0, 0, NUCLEUS_OFFSET * semi[2]]),
-                         NUCLEUS_FRACTION * semi * np.exp(rng.normal(0, 0.03, 3)))
-    free = (ndimage.distance_transform_edt(cell) > 2) & (ndimage.distance_transform_edt(~nucleus) > 2)
-    data = np.where(cell, 1, 0).astype(np.uint8)
-    data[nucleus] = 2
-    for _ in range(rng.poisson(COUNT_MEAN)):
-        radius = (3 * VOLUME_MEDIAN_VOXELS * math.exp(rng.normal(0, VOLUME_LOG_SD)) / (4 * math.pi)) ** (1 / 3)
-        candidates = np.argwhere(free)
-        for _ in range(1000):
-            c = candidates[rng.integers(len(candidates))] + rng.uniform(-0.5, 0.5, 3)
-            box, body = _ball(GRID, c, radius)
-            if body.any() and free[box][body].all():
-                break
-        else:
-            raise RuntimeError("the known population could not place its organelles")
-        data[box][body] = 3
-        keep_out, around = _ball(GRID, c, radius + 2.0)
-        free[keep_out] &= ~around
-    return data
-
 
 # ----------------------------------------------------------------------------------------------- descriptors
 
