@@ -336,20 +336,8 @@ class Runner:
                  enumerate((state, step) for state in members for step in state.spec.steps)}
 
         def finish(state: _MemberState, step: Step, record: dict[str, Any], entry: dict[str, Any], status: str) -> None:
-            state.hashes[step.id] = {name: out["hash"] for name, out in entry["outputs"].items()}
-            record.update(status=status, outputs=entry["outputs"], time_s=entry.get("time_s"))
-            if status == "computed":
-                record.update({k: entry[k] for k in ("worker", "started", "finished", "chunks") if k in entry})
-            record["saved"] = ([str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
-                               if self._root else [])
-            state.records.append(record)
-            provenance["steps"].append(record)
-            provenance["steps"].sort(key=lambda r: order[(r.get("member"), r["id"])])
-            self._write_provenance(provenance)
-            if not quiet:
-                where = "" if state.index is None else f"[{state.index:03d}] "
-                timing = "cached" if status == "cached" else f"{entry.get('time_s') or 0:7.2f} s"
-                print(f"  ✓ {where}{step.id:<20} {step.use:<28} {timing}", file=sys.stderr)
+            where = {k: entry[k] for k in ("worker", "started", "finished", "chunks") if k in entry}
+            self._finish(state, step, record, entry, status, where, "", provenance, order, saves_index, quiet)
 
         while True:
             progressed = failure is None
@@ -442,23 +430,33 @@ class Runner:
                 if status == "computed" and rank == 0:
                     self.store.record(key, {"step": step.id, "method": step.use, **entry})
                     done_in_run[key] = entry
-                state.hashes[step.id] = {name: out["hash"] for name, out in entry["outputs"].items()}
-                record.update(status=status, outputs=entry["outputs"], time_s=entry.get("time_s"))
-                if status == "computed":
-                    record.update(ranks=comm.Get_size() if collective else 1)
-                if rank == 0:
-                    record["saved"] = [str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
-                    state.records.append(record)
-                    provenance["steps"].append(record)
-                    provenance["steps"].sort(key=lambda r: order[(r.get("member"), r["id"])])
-                    self._write_provenance(provenance)
-                    if not quiet:
-                        where = "" if state.index is None else f"[{state.index:03d}] "
-                        how = f"on {comm.Get_size()} ranks" if collective else "on rank 0"
-                        timing = "cached" if status == "cached" else f"{entry.get('time_s') or 0:7.2f} s {how}"
-                        print(f"  ✓ {where}{step.id:<20} {step.use:<28} {timing}", file=sys.stderr)
-                else:
-                    state.records.append(record)
+                how = f" on {comm.Get_size()} ranks" if collective else " on rank 0"
+                self._finish(state, step, record, entry, status, {"ranks": comm.Get_size() if collective else 1}, how,
+                             provenance, order, saves_index, quiet)
+
+    def _finish(self, state: _MemberState, step: Step, record: dict[str, Any], entry: dict[str, Any], status: str,
+                where: dict[str, Any], how: str, provenance: dict[str, Any], order: dict[tuple[Any, str], int],
+                saves_index: dict[str, str], quiet: bool) -> None:
+        """Record a finished (computed or cached) step: its hashes, its provenance record, its saved files, a line.
+
+        ``where`` (worker, times, MPI ranks) goes into the record of a computed step, ``how`` after its time.
+        Only the process that owns the run (rank 0 under MPI) saves files, writes provenance and prints.
+        """
+        state.hashes[step.id] = {name: out["hash"] for name, out in entry["outputs"].items()}
+        record.update(status=status, outputs=entry["outputs"], time_s=entry.get("time_s"))
+        if status == "computed":
+            record.update(where)
+        state.records.append(record)
+        if not self._root:
+            return
+        record["saved"] = [str(p) for p in self._save(step, state.hashes[step.id], saves_index, state.run_dir)]
+        provenance["steps"].append(record)
+        provenance["steps"].sort(key=lambda r: order[(r.get("member"), r["id"])])
+        self._write_provenance(provenance)
+        if not quiet:
+            member = "" if state.index is None else f"[{state.index:03d}] "
+            timing = "cached" if status == "cached" else f"{entry.get('time_s') or 0:7.2f} s{how}"
+            print(f"  ✓ {member}{step.id:<20} {step.use:<28} {timing}", file=sys.stderr)
 
     def _mpi_compute(self, step: Step, state: _MemberState, store_outputs: bool, collective: bool) -> dict[str, Any]:
         """compute_step on this rank; an error becomes {"error": message} so every rank learns of it."""
