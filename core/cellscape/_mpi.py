@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["mpi_shared", "patient_bcast", "rank_alone", "world", "world_size"]
+__all__ = ["mpi_shared", "patient_bcast", "rank_alone", "world", "world_rank", "world_size"]
 
 _ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("cellscape_mpi_alone", default=False)
 
@@ -35,6 +35,15 @@ def world_size() -> int:
         if value and value.isdigit():
             return int(value)
     return 1
+
+
+def world_rank() -> int:
+    """This process's rank as the launcher numbered it (0 outside ``mpiexec``/``srun``), without importing MPI."""
+    for variable in ("PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        value = os.environ.get(variable)
+        if value and value.isdigit():
+            return int(value)
+    return 0
 
 
 def world() -> Any | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -76,7 +75,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._executor import ExecutorConfig
-    from ._mpi import world_size
+    from ._mpi import world_rank, world_size
     from ._runner import Runner
     from ._spec import load_spec
 
@@ -84,8 +83,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = ExecutorConfig.from_mapping(spec.executor, workers=args.workers, scheduler=args.scheduler)
     runner = Runner(spec, args.run_dir, executor=config)
     ranks = world_size()
-    rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
-    quiet = args.quiet or rank != 0  # under mpiexec, rank 0 speaks for all
+    quiet = args.quiet or world_rank() != 0  # under mpiexec, rank 0 speaks for all
     if not quiet:
         members = f", {len(spec.sweep.members)} sweep members" if spec.sweep is not None else ""
         where = f"Dask ({config.scheduler or f'{config.workers} local workers'})" if config.type == "dask" else (
