@@ -126,7 +126,7 @@ def voxelize(radius, extent: float, offset: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def reference_mesh(radius, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from cellscape_plugins.generate.spharm import icosphere
+    from cellscape_plugins.generate._harmonics import icosphere
 
     directions, triangles = icosphere(6)
     return (centre + directions * radius(directions)[:, None]) * VOXEL_NM, np.array(triangles)
@@ -168,7 +168,7 @@ def fitted_capsule(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, flo
 
 def capsule_mesh(a: np.ndarray, b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """A 40 962-vertex mesh of the capsule, in nm: rays from its centre, each crossing found by bisection."""
-    from cellscape_plugins.generate.spharm import icosphere
+    from cellscape_plugins.generate._harmonics import icosphere
 
     directions, triangles = icosphere(6)
     centre = 0.5 * (a + b)

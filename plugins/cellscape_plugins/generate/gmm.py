@@ -594,7 +594,8 @@ class CellGMM(cs.Generator):
             cell = np.zeros(shape, bool)
             cell[part[0]] = part[1]
             return cell, centre, cell_semi, np.exp(features[3:6]), features[6:]
-        from .spharm import ShapeSpace, evaluate, icosphere
+        from ._harmonics import evaluate, icosphere
+        from .spharm import ShapeSpace
 
         space = ShapeSpace(arrays["cell_sh_mean"], arrays["cell_sh_components"], arrays["cell_sh_variances"])
         coefficients = space.sample(1, int(rng.integers(2**62)))[0]

@@ -10,7 +10,7 @@ from scipy import special
 
 import cellscape as cs
 from cellscape_plugins.generate import _shapes
-from cellscape_plugins.generate.spharm import icosphere
+from cellscape_plugins.generate._harmonics import icosphere
 
 
 def star_mesh(radius, subdivisions: int = 5, center=(0.0, 0.0, 0.0), rotation=None):

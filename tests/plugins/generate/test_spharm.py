@@ -11,12 +11,14 @@ import pytest
 from scipy import special, stats
 
 import cellscape as cs
+from cellscape_plugins.generate import _harmonics as harmonics
+from cellscape_plugins.generate import _rays as rays
 from cellscape_plugins.generate import _shapes, spharm
 
 
 def star_shape(radius, subdivisions: int = 5, center=(0.0, 0.0, 0.0), label: int = 1) -> _shapes.Shape:
     """A closed mesh of a star-shaped solid: icosphere directions scaled by ``radius(directions)`` (nm)."""
-    directions, triangles = spharm.icosphere(subdivisions)
+    directions, triangles = harmonics.icosphere(subdivisions)
     vertices = directions * radius(directions)[:, None] + np.asarray(center)
     return _shapes.outward_shape(label, f"shape {label}", vertices, np.array(triangles))
 
@@ -55,12 +57,12 @@ def blobs(n_objects: int = 4, n: int = 64, seed: int = 1) -> cs.Labels:
 def test_basis_is_orthonormal_under_the_grid_quadrature_and_follows_the_stated_convention() -> None:
     degree = 10
     grid = spharm.sphere_grid(degree)
-    basis = spharm.sh_basis(degree, grid.rays)
+    basis = harmonics.sh_basis(degree, grid.rays)
     weights = np.repeat(grid.weights, len(grid.phi))
     np.testing.assert_allclose(basis.T @ (weights[:, None] * basis), np.eye((degree + 1) ** 2), atol=1e-12)
     directions = np.random.default_rng(0).normal(size=(50, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    y = spharm.sh_basis(1, directions)
+    y = harmonics.sh_basis(1, directions)
     norm = math.sqrt(3 / (4 * math.pi))  # index l² + l + m: 1 → (1, -1) ∝ y, 2 → (1, 0) ∝ z, 3 → (1, 1) ∝ x
     np.testing.assert_allclose(y[:, [3, 1, 2]], norm * directions, atol=1e-12)
     np.testing.assert_allclose(y[:, 0], 1 / math.sqrt(4 * math.pi), atol=1e-15)
@@ -87,7 +89,7 @@ def test_band_limited_radius_is_recovered_exactly_from_grid_samples() -> None:
         truth[0] = 10.0 * math.sqrt(4 * math.pi)
         np.testing.assert_allclose(spharm.fit_radius(spharm._grid_values(truth, grid), grid), truth, atol=1e-10)
         directions = grid.rays[::37]
-        np.testing.assert_allclose(spharm.evaluate(truth, directions), spharm.sh_basis(degree, directions) @ truth,
+        np.testing.assert_allclose(harmonics.evaluate(truth, directions), harmonics.sh_basis(degree, directions) @ truth,
                                    atol=1e-12)
 
 
@@ -98,8 +100,8 @@ def test_band_limited_mesh_coefficients_converge_at_second_order_in_the_mesh_spa
     truth[[0, 6, 8, 20, 24, 42]] = [100.0 * math.sqrt(4 * math.pi), 15.0, 10.0, -6.0, 4.0, 3.0]
     errors = []
     for subdivisions in (4, 5, 6):
-        directions, triangles = spharm.icosphere(subdivisions)
-        vertices = directions * spharm.evaluate(truth, directions)[:, None]
+        directions, triangles = harmonics.icosphere(subdivisions)
+        vertices = directions * harmonics.evaluate(truth, directions)[:, None]
         shape = _shapes.outward_shape(1, "band-limited", vertices, np.array(triangles))
         fit = spharm.fit_shape(shape, 6, align=False)
         errors.append(float(np.abs(fit.coefficients - truth).max()))
@@ -145,7 +147,7 @@ def test_fit_is_least_squares_over_the_surface() -> None:
     shape = star_shape(ellipsoid(300, 120, 100), 5)
     grid = spharm.sphere_grid(2)
     fit = spharm.fit_shape(shape, 2, align=False)
-    radius, _ = spharm.cast_rays(fit.normalization.apply(shape.vertices), shape.triangles, grid)
+    radius, _ = rays.cast_rays(fit.normalization.apply(shape.vertices), shape.triangles, grid)
     plain = spharm.ShapeFit(1, "plain", spharm.project(radius, grid), fit.normalization, 0.0, 0.0, 0.0)
     weighted_rms = spharm.reconstruction_errors([shape], [fit], 4).columns["rms_nm"][0]
     plain_rms = spharm.reconstruction_errors([shape], [plain], 4).columns["rms_nm"][0]
@@ -313,7 +315,7 @@ def test_non_star_shape_is_fitted_with_an_honest_error_and_a_warning() -> None:
 
 
 def test_open_mesh_is_an_error() -> None:
-    vertices, triangles = spharm.icosphere(3)
+    vertices, triangles = harmonics.icosphere(3)
     surface = cs.SurfaceMesh(vertices * 100, triangles[:-2])
     with pytest.raises(cs.InputError, match="marker 1 is not a closed surface.*boundary edge"):
         cs.method("generate.spharm")(surface=surface)
