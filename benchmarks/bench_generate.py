@@ -311,7 +311,8 @@ def population_labels(seed: int = 0) -> tuple[Any, np.ndarray]:
 
 def mesh_descriptors(meshes: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
     """Volume (nm³), area (nm²), sphericity and equivalent-ellipsoid semi-axes (nm, longest first) of each mesh."""
-    from cellscape_plugins.generate._shapes import solid_moments, triangle_areas
+    from cellscape_plugins._trimesh import triangle_areas
+    from cellscape_plugins.generate._shapes import solid_moments
 
     out: dict[str, list[float]] = {k: [] for k in ("volume", "area", "sphericity", "semi_axis_1", "semi_axis_2",
                                                    "semi_axis_3")}
@@ -403,7 +404,7 @@ def fidelity() -> tuple[list[str], list[str], float]:
 # ----------------------------------------------------------------------------------------------- the table
 
 def run() -> dict:
-    from cellscape_plugins.generate._shapes import surface_distance
+    from cellscape_plugins.generate._descriptors import surface_distance
 
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"

@@ -55,7 +55,8 @@ SEED = 0
 
 def cell_descriptors(cells: list[Any]) -> dict[str, np.ndarray]:
     """Volume, area and sphericity of cells, nuclei and organelles, and organelle counts, over a list of Labels."""
-    from cellscape_plugins.generate._shapes import shape_descriptors, shapes_from_labels
+    from cellscape_plugins.generate._descriptors import shape_descriptors
+    from cellscape_plugins.generate._shapes import shapes_from_labels
 
     out: dict[str, list[float]] = {}
     for labels in cells:
@@ -76,7 +77,8 @@ def cell_descriptors(cells: list[Any]) -> dict[str, np.ndarray]:
 
 def shape_descriptors_of(labels_list: list[Any]) -> dict[str, np.ndarray]:
     """Volume, area and sphericity of single-object Labels (label 1)."""
-    from cellscape_plugins.generate._shapes import shape_descriptors, shapes_from_labels
+    from cellscape_plugins.generate._descriptors import shape_descriptors
+    from cellscape_plugins.generate._shapes import shapes_from_labels
 
     shapes = [s for labels in labels_list if labels.data.any() for s in shapes_from_labels(labels, [1], who="bench")]
     table = shape_descriptors(shapes)

@@ -38,46 +38,13 @@ import numpy as np
 
 import cellscape as cs
 
-__all__ = ["Morphometry", "MorphometryParams", "mean_curvature"]
+from .._trimesh import enclosed_volume, mean_curvature, signed_volumes, triangle_areas, vertex_areas
+
+__all__ = ["Morphometry", "MorphometryParams"]
 
 NM3_PER_UM3 = 1e9
 NM2_PER_UM2 = 1e6
 NM_PER_UM = 1e3
-
-
-def mean_curvature(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean curvature at each vertex of a closed, outward-oriented triangle mesh.
-
-    Parameters
-    ----------
-    vertices : ndarray, shape (n, 3)
-    triangles : ndarray, shape (m, 3), counter-clockwise seen from outside
-
-    Returns
-    -------
-    curvature : ndarray, shape (n,)
-        H in 1/(the vertices' unit), positive on convex parts (1/R on a sphere of radius R).
-    area : ndarray, shape (n,)
-        The vertex's share of the surface (a third of its triangles' areas).
-    """
-    corners = vertices[triangles]
-    laplacian = np.zeros_like(vertices)
-    normal = np.zeros_like(vertices)
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    face_area = np.linalg.norm(face_normals, axis=1) / 2
-    for i in range(3):
-        j, k = (i + 1) % 3, (i + 2) % 3
-        a, b = corners[:, j] - corners[:, i], corners[:, k] - corners[:, i]
-        cot = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(np.cross(a, b), axis=1) + 1e-300)
-        edge = corners[:, k] - corners[:, j]  # the edge opposite corner i, weighted by cot(angle at i)
-        np.add.at(laplacian, triangles[:, j], cot[:, None] * edge)
-        np.add.at(laplacian, triangles[:, k], -cot[:, None] * edge)
-        np.add.at(normal, triangles[:, i], face_normals)
-    area = np.bincount(triangles.ravel(), weights=np.repeat(face_area / 3, 3), minlength=len(vertices))
-    safe = np.where(area > 0, area, np.inf)
-    mean_normal = laplacian / (2 * safe[:, None])  # = −2 H n for an outward normal n
-    sign = -np.sign(np.einsum("ij,ij->i", mean_normal, normal))
-    return sign * np.linalg.norm(mean_normal, axis=1) / 2, area
 
 
 @attrs.frozen
@@ -159,13 +126,13 @@ class Morphometry(cs.Analyzer):
         was_smoothed = sigma > 0 and float(smoothed.max()) > 0.5
         verts, faces, _, _ = measure.marching_cubes(smoothed if was_smoothed else crop, 0.5, spacing=tuple(voxel))
         verts = (verts + (low - pad) * voxel + origin)[:, ::-1]  # crop (z, y, x) → physical (x, y, z)
-        if _enclosed(verts, faces) < 0:
+        if enclosed_volume(verts, faces) < 0:
             faces = faces[:, ::-1]  # turn the triangles outwards, so convex parts have H > 0
         area = float(measure.mesh_surface_area(verts, faces))
-        curvature, weights = mean_curvature(verts, faces)
+        curvature, weights = mean_curvature(verts, faces), vertex_areas(verts, faces)
         mean = float(np.dot(curvature, weights) / weights.sum())
         sd = float(np.sqrt(np.dot((curvature - mean) ** 2, weights) / weights.sum()))
-        return area, mean, sd, verts, _enclosed(verts, faces), was_smoothed
+        return area, mean, sd, verts, enclosed_volume(verts, faces), was_smoothed
 
     def _measure_labels(self, labels: cs.Labels) -> tuple[list[dict[str, Any]], list[np.ndarray], np.ndarray | None]:
         """Records of every object of a label image, their surface vertices (nm), the membrane's vertices."""
@@ -209,16 +176,16 @@ class Morphometry(cs.Analyzer):
             used, local = np.unique(triangles, return_inverse=True)
             vertices, local = mesh.vertices[used], local.reshape(-1, 3)
             a, b, c = (vertices[local[:, i]] for i in range(3))
-            signed = np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0  # tetrahedra with the origin
+            signed = signed_volumes(vertices, local)  # tetrahedra with the origin
             if signed.sum() < 0:
                 local, signed = local[:, ::-1], -signed  # turn the triangles outwards
             volume = float(signed.sum())
             centroid = (signed[:, None] * (a + b + c) / 4).sum(axis=0) / volume if volume > 0 else vertices.mean(axis=0)
-            curvature, weights = mean_curvature(vertices, local)
+            curvature, weights = mean_curvature(vertices, local), vertex_areas(vertices, local)
             mean = float(np.dot(curvature, weights) / weights.sum())
             records.append({"object": mesh.marker_names.get(marker, f"marker_{marker}"), "label": marker,
                             "triangles": len(local), "volume_nm3": volume, "surface_volume_nm3": volume, "smoothed": 0,
-                            "area_nm2": float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum() / 2),
+                            "area_nm2": float(triangle_areas(vertices, local).sum()),
                             "centroid": centroid, "curvature": mean,
                             "curvature_sd": float(np.sqrt(np.dot((curvature - mean) ** 2, weights) / weights.sum())),
                             "is_membrane": marker == membrane_marker})
@@ -279,8 +246,3 @@ class Morphometry(cs.Analyzer):
                               "surface_distance": np.array(pairs["surface_distance"], float)},
                              {"centroid_distance": "nm", "surface_distance": "nm"}, "distances between objects")
         return {"table": cs.Table(columns, units, "morphometry per object"), "distances": distances}
-
-
-def _enclosed(vertices: np.ndarray, triangles: np.ndarray) -> float:
-    a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)

@@ -10,6 +10,8 @@ import numpy as np
 
 import cellscape as cs
 
+from .._trimesh import enclosed_volume, triangle_areas
+
 NM3_PER_UM3 = 1e9
 NM2_PER_UM2 = 1e6
 
@@ -39,12 +41,6 @@ def triangle_angles_deg(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarr
     return angles
 
 
-def triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area of each triangle, shape (m,), in the vertices' unit squared (nm² for cellscape meshes)."""
-    a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    return np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2.0
-
-
 def surface_area(vertices: np.ndarray, triangles: np.ndarray) -> float:
     """Total area of the triangles.
 
@@ -61,29 +57,6 @@ def surface_area(vertices: np.ndarray, triangles: np.ndarray) -> float:
         Area in the vertices' unit squared (nm²; divide by 1e6 for µm²).
     """
     return float(triangle_areas(vertices, triangles).sum())
-
-
-def enclosed_volume(vertices: np.ndarray, triangles: np.ndarray) -> float:
-    """Volume enclosed by a closed surface whose triangles turn counter-clockwise seen from outside.
-
-    By the divergence theorem the volume is the sum over triangles of the signed volumes of the
-    tetrahedra they span with the origin. The result is meaningful only for a closed surface; it is
-    negative when the triangles face inwards.
-
-    Parameters
-    ----------
-    vertices : ndarray, shape (n, 3), float
-        Vertex positions, nm for cellscape meshes.
-    triangles : ndarray, shape (m, 3), int
-        Vertex indices of each triangle.
-
-    Returns
-    -------
-    float
-        Volume in the vertices' unit cubed (nm³; divide by 1e9 for µm³).
-    """
-    a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
 
 
 def tet_volumes(points: np.ndarray, tets: np.ndarray) -> np.ndarray:

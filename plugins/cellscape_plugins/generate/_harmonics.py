@@ -15,7 +15,7 @@ import numpy as np
 
 import cellscape as cs
 
-from . import _shapes
+from .._trimesh import cross
 
 # ----------------------------------------------------------------------------------------------- the basis
 
@@ -194,7 +194,7 @@ def icosphere(subdivisions: int) -> tuple[np.ndarray, np.ndarray]:
     vertices = vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
     # the corner faces were found in no particular winding: orient each triangle on its own
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    inward = np.einsum("ij,ij->i", a, _shapes.cross(b, c)) < 0
+    inward = np.einsum("ij,ij->i", a, cross(b, c)) < 0
     triangles[inward] = triangles[inward][:, ::-1]
     vertices.setflags(write=False)
     triangles.setflags(write=False)

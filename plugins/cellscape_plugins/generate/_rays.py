@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _shapes
+from .._trimesh import cross
 from ._harmonics import SphereGrid
 
 # ----------------------------------------------------------------------------------------------- ray casting
@@ -194,7 +194,7 @@ def winding_number(vertices: np.ndarray, triangles: np.ndarray) -> float:
     """How many times a closed outward surface winds around the origin (1 inside, 0 outside)."""
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
     la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
-    numerator = np.einsum("ij,ij->i", a, _shapes.cross(b, c))
+    numerator = np.einsum("ij,ij->i", a, cross(b, c))
     denominator = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", a, c) * lb
                    + np.einsum("ij,ij->i", b, c) * la)
     return float(2.0 * np.arctan2(numerator, denominator).sum() / (4.0 * np.pi))

@@ -11,11 +11,8 @@ connected piece of a label) or one marker region of a
 - a normalization: centre on the centroid, rotate onto the principal axes
   (longest along x, shortest along z, signs fixed by the solid's third
   moments, right-handed), optionally scale to unit equivalent-sphere radius;
-- descriptors: volume, area, sphericity, equivalent-ellipsoid semi-axes,
-  mean-curvature statistics and the Euler characteristic, as a
-  :class:`cellscape.Table`;
-- symmetric surface distances between two meshes (Hausdorff and
-  area-weighted RMS), exact point-to-triangle distances.
+
+Descriptors and surface distances are in :mod:`._descriptors`.
 """
 
 from __future__ import annotations
@@ -29,6 +26,8 @@ import attrs
 import numpy as np
 
 import cellscape as cs
+
+from .._trimesh import cross
 
 BORDER_CHOICES = ("error", "skip", "keep")
 
@@ -121,13 +120,6 @@ def check_closed(triangles: np.ndarray, n_vertices: int, who: str, name: str) ->
             f"{who}: {name} has inconsistently oriented triangles (two neighbours run through an edge in the same "
             "direction); orient every triangle counter-clockwise seen from outside"
         )
-
-
-def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of two (n, 3) arrays (numpy's generic ``cross`` is several times slower)."""
-    a0, a1, a2 = a[:, 0], a[:, 1], a[:, 2]
-    b0, b1, b2 = b[:, 0], b[:, 1], b[:, 2]
-    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=1)
 
 
 def _solid_integrals(vertices: np.ndarray, triangles: np.ndarray, origin: np.ndarray, axes: np.ndarray,
@@ -229,18 +221,6 @@ def solid_moments(vertices: np.ndarray, triangles: np.ndarray) -> tuple[float, n
         raise cs.InputError("shape encloses no volume")
     centroid = first / volume
     return volume, centroid + origin, second / volume - np.outer(centroid, centroid)
-
-
-def triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area of each triangle, shape (m,), in the square of the vertices' unit."""
-    a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    return 0.5 * np.linalg.norm(cross(b - a, c - a), axis=1)
-
-
-def vertex_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """A third of the area of the triangles around each vertex, shape (n,)."""
-    third = np.repeat(triangle_areas(vertices, triangles) / 3.0, 3)
-    return np.bincount(triangles.ravel(), weights=third, minlength=len(vertices))
 
 
 def normalization(shape: Shape, align: bool = True, scale: str = "none") -> Normalization:
@@ -481,182 +461,3 @@ def shapes_from_surface(surface: cs.SurfaceMesh, who: str = "generate") -> list[
         vertices, triangles = largest_piece(vertices, triangles, who, name)
         shapes.append(outward_shape(int(marker), name, vertices, triangles))
     return shapes
-
-
-# ------------------------------------------------------------------------------------------- descriptors
-
-
-def mean_curvature(vertices: np.ndarray, triangles: np.ndarray, rings: int = 0) -> np.ndarray:
-    """Discrete mean curvature at each vertex (cotangent Laplacian), 1/nm; positive where convex.
-
-    A sphere of radius R has H = 1/R everywhere (outward-facing triangles).
-
-    Parameters
-    ----------
-    vertices : ndarray, shape (n, 3)
-        nm.
-    triangles : ndarray, shape (m, 3), int
-        Counter-clockwise seen from outside.
-    rings : int
-        Average the values this many times over each vertex and its
-        neighbours (area-weighted), which removes the voxel-scale noise of a
-        marching-cubes surface while keeping the area integral of H.
-    """
-    from scipy import sparse
-
-    corners = [vertices[triangles[:, i]] for i in range(3)]
-    laplacian = np.zeros_like(vertices)
-    for i in range(3):
-        # the angle at corner i weighs the opposite edge (j, k)
-        j, k = (i + 1) % 3, (i + 2) % 3
-        u, v = corners[j] - corners[i], corners[k] - corners[i]
-        cot = np.einsum("ij,ij->i", u, v) / np.maximum(np.linalg.norm(cross(u, v), axis=1), 1e-300)
-        edge = corners[k] - corners[j]
-        for axis in range(3):
-            laplacian[:, axis] += np.bincount(triangles[:, j], weights=cot * edge[:, axis], minlength=len(vertices))
-            laplacian[:, axis] -= np.bincount(triangles[:, k], weights=cot * edge[:, axis], minlength=len(vertices))
-    areas = vertex_areas(vertices, triangles)
-    a, b, c = corners
-    face_normals = cross(b - a, c - a)
-    normals = np.zeros_like(vertices)
-    for i in range(3):
-        for axis in range(3):
-            normals[:, axis] += np.bincount(triangles[:, i], weights=face_normals[:, axis], minlength=len(vertices))
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-300)
-    safe_areas = np.maximum(areas, 1e-300)
-    # Σ cot (x_j - x_i) = -4 A H n for barycentric areas A (the factor 1/2 per cotangent is folded in)
-    curvature = -np.einsum("ij,ij->i", laplacian, normals) / (4.0 * safe_areas)
-    if rings > 0:
-        n = len(vertices)
-        rows = triangles[:, [0, 1, 2, 1, 2, 0]].ravel()
-        cols = triangles[:, [1, 2, 0, 0, 1, 2]].ravel()
-        adjacency = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
-        adjacency.data[:] = 1.0  # duplicates (each edge seen from both triangles) summed: count once
-        adjacency = adjacency + sparse.identity(n, format="csr")
-        weight_sum = adjacency @ safe_areas
-        for _ in range(rings):
-            curvature = adjacency @ (safe_areas * curvature) / weight_sum
-    return curvature
-
-
-#: Neighbour averagings of the mean curvature behind the spread and concavity descriptors: they reach about
-#: 2 voxels on a marching-cubes surface, past the voxel staircase.
-CURVATURE_RINGS = 8
-
-DESCRIPTOR_UNITS = {
-    "label": "", "volume_nm3": "nm^3", "area_nm2": "nm^2", "sphericity": "", "semi_axis_1_nm": "nm",
-    "semi_axis_2_nm": "nm", "semi_axis_3_nm": "nm", "mean_curvature_mean_per_nm": "1/nm",
-    "mean_curvature_std_per_nm": "1/nm", "concave_area_fraction": "", "euler_characteristic": "",
-}
-
-
-def shape_descriptors(shapes: list[Shape], title: str = "shape descriptors") -> cs.Table:
-    """Size, form and curvature of each shape, one row per shape.
-
-    Columns: ``label``; ``volume_nm3``; ``area_nm2``; ``sphericity``
-    (``π^(1/3) (6V)^(2/3) / A``, 1 for a sphere); ``semi_axis_1..3_nm``
-    (semi-axes of the solid ellipsoid with the same second moments, longest
-    first); ``mean_curvature_mean_per_nm`` (area-weighted mean of the mean
-    curvature, 1/nm; 1/R for a sphere); ``mean_curvature_std_per_nm`` (its
-    area-weighted spread) and ``concave_area_fraction`` (share of the area
-    with negative mean curvature), both from the curvature averaged over
-    :data:`CURVATURE_RINGS` rings of neighbours, so that they describe the
-    shape rather than the voxel staircase; ``euler_characteristic``
-    (V − E + F, 2 for a sphere-like surface).
-    """
-    rows: dict[str, list[float]] = {name: [] for name in DESCRIPTOR_UNITS}
-    for shape in shapes:
-        v, t = shape.vertices, shape.triangles
-        volume, _, covariance = shape.moments
-        area = float(triangle_areas(v, t).sum())
-        semi = np.sqrt(5.0 * np.clip(np.linalg.eigvalsh(covariance)[::-1], 0.0, None))
-        weights = vertex_areas(v, t)
-        mean_h = float(np.average(mean_curvature(v, t), weights=weights))  # ∫H dA / A needs no smoothing
-        curvature = mean_curvature(v, t, rings=CURVATURE_RINGS)
-        edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
-        n_edges = len(np.unique(edges.min(axis=1) * np.int64(len(v)) + edges.max(axis=1)))
-        values = {
-            "label": shape.label, "volume_nm3": volume, "area_nm2": area,
-            "sphericity": math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area,
-            "semi_axis_1_nm": semi[0], "semi_axis_2_nm": semi[1], "semi_axis_3_nm": semi[2],
-            "mean_curvature_mean_per_nm": mean_h,
-            "mean_curvature_std_per_nm": float(np.sqrt(np.average((curvature - mean_h) ** 2, weights=weights))),
-            "concave_area_fraction": float(weights[curvature < 0].sum() / weights.sum()),
-            "euler_characteristic": len(np.unique(t)) - n_edges + len(t),
-        }
-        for name, value in values.items():
-            rows[name].append(value)
-    columns = {name: np.asarray(values, np.int64 if name in ("label", "euler_characteristic") else np.float64)
-               for name, values in rows.items()}
-    return cs.Table(columns, DESCRIPTOR_UNITS, title)
-
-
-# --------------------------------------------------------------------------------------- surface distance
-
-
-def _point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Euclidean distance from each point to its triangle; all arrays shape (..., 3)."""
-    ab, ac, ap = b - a, c - a, p - a
-    d00 = np.einsum("...i,...i", ab, ab)
-    d01 = np.einsum("...i,...i", ab, ac)
-    d11 = np.einsum("...i,...i", ac, ac)
-    d20 = np.einsum("...i,...i", ap, ab)
-    d21 = np.einsum("...i,...i", ap, ac)
-    denominator = d00 * d11 - d01 * d01
-    safe = np.where(denominator > 1e-300, denominator, 1.0)
-    v = (d11 * d20 - d01 * d21) / safe
-    w = (d00 * d21 - d01 * d20) / safe
-    inside = (denominator > 1e-300) & (v >= 0) & (w >= 0) & (v + w <= 1)
-    foot = a + v[..., None] * ab + w[..., None] * ac
-    plane = np.linalg.norm(p - foot, axis=-1)
-
-    def segment(s: np.ndarray, e: np.ndarray) -> np.ndarray:
-        d = e - s
-        t = np.clip(np.einsum("...i,...i", p - s, d) / np.maximum(np.einsum("...i,...i", d, d), 1e-300), 0.0, 1.0)
-        return np.linalg.norm(p - s - t[..., None] * d, axis=-1)
-
-    edges = np.minimum(np.minimum(segment(a, b), segment(b, c)), segment(c, a))
-    return np.where(inside, plane, edges)
-
-
-def point_to_surface(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, candidates: int = 16) -> np.ndarray:
-    """Distance from each point to a triangle mesh, shape (n,), in the mesh's unit.
-
-    Exact point-to-triangle distances to the ``candidates`` triangles whose
-    centroids lie nearest (a k-d tree), which contain the closest triangle
-    on any mesh whose triangles are not much longer than their neighbours.
-    """
-    from scipy.spatial import cKDTree
-
-    centroids = vertices[triangles].mean(axis=1)
-    k = min(candidates, len(triangles))
-    _, nearest = cKDTree(centroids).query(points, k=k)
-    nearest = nearest.reshape(len(points), k)
-    best = np.full(len(points), np.inf)
-    for start in range(0, len(points), 8192):
-        block = slice(start, start + 8192)
-        tri = triangles[nearest[block]]
-        p = points[block, None, :]
-        d = _point_triangle_distance(p, vertices[tri[..., 0]], vertices[tri[..., 1]], vertices[tri[..., 2]])
-        best[block] = d.min(axis=1)
-    return best
-
-
-def surface_distance(vertices_a: np.ndarray, triangles_a: np.ndarray, vertices_b: np.ndarray,
-                     triangles_b: np.ndarray) -> tuple[float, float]:
-    """Symmetric Hausdorff and area-weighted RMS distance between two surfaces.
-
-    Distances are measured from every vertex of each surface to the other
-    surface (exact point-to-triangle distances); the RMS weighs each vertex
-    by its share of its surface's area.
-
-    Returns
-    -------
-    hausdorff, rms : float
-        In the vertices' unit (nm).
-    """
-    d_ab = point_to_surface(vertices_a, vertices_b, triangles_b)
-    d_ba = point_to_surface(vertices_b, vertices_a, triangles_a)
-    w_a, w_b = vertex_areas(vertices_a, triangles_a), vertex_areas(vertices_b, triangles_b)
-    rms = math.sqrt((float(w_a @ d_ab**2) + float(w_b @ d_ba**2)) / (float(w_a.sum()) + float(w_b.sum())))
-    return float(max(d_ab.max(), d_ba.max())), rms

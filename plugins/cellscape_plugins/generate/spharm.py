@@ -93,7 +93,8 @@ import numpy as np
 
 import cellscape as cs
 
-from . import _shapes
+from .._trimesh import cross
+from . import _descriptors, _shapes
 from ._harmonics import SphereGrid, _grid_values, n_coefficients, project, reconstruct, sphere_grid
 from ._rays import cast_rays, winding_number
 from ._shapes import Normalization, Shape
@@ -328,7 +329,7 @@ def reconstruction_errors(shapes: list[Shape], fits: list[ShapeFit], subdivision
         "star_shaped")}
     for shape, fit in zip(shapes, fits, strict=True):
         vertices, triangles = reconstruct(fit.coefficients, subdivisions)
-        hausdorff, rms = _shapes.surface_distance(fit.normalization.invert(vertices), triangles,
+        hausdorff, rms = _descriptors.surface_distance(fit.normalization.invert(vertices), triangles,
                                                   shape.vertices, shape.triangles)
         for name, value in (("label", fit.label), ("degree", fit.degree), ("hausdorff_nm", hausdorff),
                             ("rms_nm", rms), ("radial_rms_nm", fit.radial_rms_nm), ("radial_max_nm", fit.radial_max_nm),
@@ -462,7 +463,7 @@ class SphericalHarmonics(cs.Generator):
             "model": model,
             "reconstruction": _surfaces(rebuilt, [s.name for s in shapes]),
             "errors": reconstruction_errors(shapes, fits, p.subdivisions),
-            "descriptors": _shapes.shape_descriptors(shapes),
+            "descriptors": _descriptors.shape_descriptors(shapes),
             "samples": _surfaces(samples, [f"sample {i}" for i in range(1, p.n_samples + 1)]),
             "morph": _surfaces(morphed, [f"{shapes[first].name} -> {shapes[second].name}, t={t:.3g}" for t in t_values]),
         }
@@ -479,7 +480,7 @@ def _warn_negative_radius(who: str, meshes: list[tuple[np.ndarray, np.ndarray]],
     bad = []
     for index, (vertices, triangles) in enumerate(meshes, start=1):
         a, b, c = (vertices[triangles[:, i]] for i in range(3))
-        if (np.einsum("ij,ij->i", a, _shapes.cross(b, c)) <= 0).any():
+        if (np.einsum("ij,ij->i", a, cross(b, c)) <= 0).any():
             bad.append(index)
     if bad:
         warnings.warn(f"{who}: {what}(s) {bad[:10]} fold through the centre (the radius turns negative in some "

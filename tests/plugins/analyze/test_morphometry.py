@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cellscape as cs
-from cellscape_plugins.analyze.morphometry import mean_curvature
+from cellscape_plugins._trimesh import enclosed_volume, mean_curvature, vertex_areas
 
 VOXEL_NM = 8.0
 N = 100
@@ -94,11 +94,9 @@ def test_mean_curvature_of_a_fine_sphere_mesh() -> None:
     z, y, x = np.mgrid[-1.2:1.2:81j, -1.2:1.2:81j, -1.2:1.2:81j]
     verts, faces, _, _ = measure.marching_cubes(np.sqrt(x**2 + y**2 + z**2), 1.0, spacing=(0.03,) * 3)
     verts = verts[:, ::-1]
-    from cellscape_plugins.analyze.morphometry import _enclosed
-
-    if _enclosed(verts, faces) < 0:
+    if enclosed_volume(verts, faces) < 0:
         faces = faces[:, ::-1]
-    curvature, area = mean_curvature(verts, faces)
+    curvature, area = mean_curvature(verts, faces), vertex_areas(verts, faces)
     assert area.sum() == pytest.approx(4 * math.pi, rel=0.01)
     assert np.dot(curvature, area) / area.sum() == pytest.approx(1.0, rel=0.01)
 

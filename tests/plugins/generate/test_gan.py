@@ -154,7 +154,8 @@ def test_unknown_class_name_is_a_clear_error(training) -> None:
 
 def descriptors(labels_list: list[cs.Labels]) -> tuple[np.ndarray, np.ndarray]:
     """Volume (nm³) and sphericity of every object (26-connected pieces of the non-zero labels)."""
-    from cellscape_plugins.generate._shapes import shape_descriptors, shapes_from_labels
+    from cellscape_plugins.generate._descriptors import shape_descriptors
+    from cellscape_plugins.generate._shapes import shapes_from_labels
 
     shapes = []
     for labels in labels_list:

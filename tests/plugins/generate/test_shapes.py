@@ -9,7 +9,7 @@ import pytest
 from scipy import special
 
 import cellscape as cs
-from cellscape_plugins.generate import _shapes
+from cellscape_plugins.generate import _descriptors, _shapes
 from cellscape_plugins.generate._harmonics import icosphere
 
 
@@ -66,7 +66,7 @@ def test_moments_of_a_box_are_exact() -> None:
 def test_ellipsoid_descriptors_match_the_analytic_values() -> None:
     a, b, c = 300.0, 200.0, 120.0
     vertices, triangles = star_mesh(ellipsoid(a, b, c), 6, center=(5e3, -2e3, 1e3), rotation=random_rotation(1))
-    table = _shapes.shape_descriptors([_shapes.outward_shape(7, "ellipsoid", vertices, triangles)])
+    table = _descriptors.shape_descriptors([_shapes.outward_shape(7, "ellipsoid", vertices, triangles)])
     row = table.rows()[0]
     volume, area = 4 / 3 * math.pi * a * b * c, ellipsoid_area(a, b, c)
     assert row["label"] == 7 and row["euler_characteristic"] == 2
@@ -82,7 +82,7 @@ def test_ellipsoid_descriptors_match_the_analytic_values() -> None:
 def test_curvature_of_voxel_shapes_sphere_and_dumbbell() -> None:
     # a voxelized sphere of radius 12 voxels × 5 nm: H = 1/60 nm⁻¹, convex everywhere
     sphere = _shapes.shapes_from_labels(ball_labels(), who="test")[0]
-    row = _shapes.shape_descriptors([sphere]).rows()[0]
+    row = _descriptors.shape_descriptors([sphere]).rows()[0]
     assert row["mean_curvature_mean_per_nm"] == pytest.approx(1 / 60, rel=0.05)
     assert row["concave_area_fraction"] < 0.02
     assert row["mean_curvature_std_per_nm"] < 0.25 / 60
@@ -91,7 +91,7 @@ def test_curvature_of_voxel_shapes_sphere_and_dumbbell() -> None:
     z, y, x = np.mgrid[:n, :n, :n] - (n - 1) / 2 + 0.31
     dumbbell = ((x - 9) ** 2 + y**2 + z**2 <= 144) | ((x + 9) ** 2 + y**2 + z**2 <= 144)
     shape = _shapes.shapes_from_labels(cs.Labels(dumbbell.astype(np.uint8), {}, 5.0), who="test")[0]
-    assert _shapes.shape_descriptors([shape]).rows()[0]["concave_area_fraction"] > 0.04
+    assert _descriptors.shape_descriptors([shape]).rows()[0]["concave_area_fraction"] > 0.04
 
 
 # ---------------------------------------------------------------------------------------------- normalization
@@ -214,7 +214,7 @@ def test_marker_of_two_closed_pieces_keeps_the_larger_with_a_warning() -> None:
 def test_surface_distance_of_concentric_spheres() -> None:
     inner = star_mesh(lambda d: np.full(len(d), 100.0), 5)
     outer = star_mesh(lambda d: np.full(len(d), 103.0), 4)
-    hausdorff, rms = _shapes.surface_distance(*inner, *outer)
+    hausdorff, rms = _descriptors.surface_distance(*inner, *outer)
     # faceting of the meshes (chords inside the sphere) shifts distances by < 0.1 nm
     assert hausdorff == pytest.approx(3.0, abs=0.1)
     assert rms == pytest.approx(3.0, abs=0.1)
@@ -223,11 +223,11 @@ def test_surface_distance_of_concentric_spheres() -> None:
 def test_point_to_surface_is_exact_against_brute_force() -> None:
     vertices, triangles = star_mesh(ellipsoid(50, 30, 20), 2)
     points = np.random.default_rng(3).normal(scale=40, size=(200, 3))
-    fast = _shapes.point_to_surface(points, vertices, triangles)
+    fast = _descriptors.point_to_surface(points, vertices, triangles)
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    brute = _shapes._point_triangle_distance(points[:, None], a[None], b[None], c[None]).min(axis=1)
+    brute = _descriptors._point_triangle_distance(points[:, None], a[None], b[None], c[None]).min(axis=1)
     np.testing.assert_allclose(fast, brute, rtol=1e-12)
     # a point on a face, one on an edge and one at a vertex are at distance 0
     on_face = (a[0] + b[0] + c[0]) / 3
     on_edge = (a[5] + b[5]) / 2
-    assert np.abs(_shapes.point_to_surface(np.array([on_face, on_edge, a[9]]), vertices, triangles)).max() < 1e-12
+    assert np.abs(_descriptors.point_to_surface(np.array([on_face, on_edge, a[9]]), vertices, triangles)).max() < 1e-12
