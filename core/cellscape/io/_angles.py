@@ -1,12 +1,14 @@
-"""Tilt-angle files (.tlt / .rawtlt, IMOD): one angle in degrees per line, in image order."""
+"""Tilt-angle files (.tlt / .rawtlt, IMOD): one angle in degrees per line, in image order; and the artefact an image
+stack (MRC, TIFF) stands for: a tilt series with the angle file beside it, labels or a volume."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .._data import TiltSeries
+from .._data import Labels, TiltSeries, Volume
 from .._errors import InputError
 from .._payload import atomic_write
 
@@ -69,3 +71,24 @@ def tilt_series_from_stack(data: np.ndarray, angles_path: Path | None, expected_
         raise InputError(f"{data.shape[0]} images but {len(angles)} angles in {angles_path.name}; "
                          "give exactly one angle per image")
     return TiltSeries(data, angles, pixel_size_nm, tilt_axis_angle_deg)
+
+
+def artefact_from_stack(path: Path, data: np.ndarray, wanted: str, note: dict[str, Any], voxel_size_nm: tuple[float, ...],
+                        origin_nm: tuple[float, ...], angles_path: Path | None) -> TiltSeries | Labels | Volume:
+    """The artefact of kind ``wanted`` made of an image stack read from ``path``; errors name the file.
+
+    ``note`` is the metadata cellscape writes beside the pixels (class names, the tilt axis); a tilt
+    series takes its pixel size from it or from the stack's in-plane voxel size.
+    """
+    try:
+        if wanted == "tilt_series":
+            return tilt_series_from_stack(data, angles_path, f"{stack_stem(path)}.tlt",
+                                          float(note.get("pixel_size_nm", voxel_size_nm[2])),
+                                          float(note.get("tilt_axis_angle_deg", 0.0)))
+        if wanted == "labels":
+            names = {int(k): v for k, v in note.get("class_names", {}).items()}
+            return Labels(data, names, voxel_size_nm, origin_nm)
+        return Volume(data, voxel_size_nm, origin_nm)
+    except InputError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from exc

@@ -35,7 +35,7 @@ import numpy as np
 
 from .._data import Artefact, Labels, TiltSeries, Volume
 from .._errors import InputError
-from ._angles import angle_file_beside, tilt_series_from_stack, write_tilt_angles
+from ._angles import angle_file_beside, artefact_from_stack, write_tilt_angles
 
 _TAG = "cellscape:"
 _MORE = "cellscape+"
@@ -139,18 +139,7 @@ def read_mrc(path: Path, kind: type[Artefact] | None) -> Artefact:
         wanted = written_as
     else:
         wanted = "tilt_series" if angles_path is not None else "volume"
-    try:
-        if wanted == "tilt_series":
-            return tilt_series_from_stack(data, angles_path, path.with_suffix(".tlt").name,
-                                          float(note.get("pixel_size_nm", header_size[2])),
-                                          float(note.get("tilt_axis_angle_deg", 0.0)))
-        if wanted == "labels":
-            names = {int(k): v for k, v in note.get("class_names", {}).items()}
-            return Labels(data, names, size_nm, origin_nm)
-        return Volume(data, size_nm, origin_nm)
-    except InputError as exc:
-        message = str(exc)
-        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+    return artefact_from_stack(path, data, wanted, note, size_nm, origin_nm, angles_path)
 
 
 def _mrc_data(data: np.ndarray, path: Path, what: str) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._data import Artefact, Labels, TiltSeries, Volume
 from .._errors import InputError
-from ._angles import angle_file_beside, stack_stem, tilt_series_from_stack, write_tilt_angles
+from ._angles import angle_file_beside, artefact_from_stack, stack_stem, write_tilt_angles
 
 NOTE_TAG = 65010  # private TIFF tag holding cellscape's JSON note
 _TO_NM = {"nm": 1.0, "nanometer": 1.0, "\u00b5m": 1e3, "\u03bcm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3,
@@ -143,18 +143,7 @@ def read_tiff(path: Path, kind: type[Artefact] | None) -> Artefact:
         voxel = (xy_nm, xy_nm, xy_nm)
     angles_path = angle_file_beside(path)
     wanted = kind.kind if kind is not None else note.get("kind", "tilt_series" if angles_path else "volume")
-    try:
-        if wanted == "tilt_series":
-            return tilt_series_from_stack(data, angles_path, f"{stack_stem(path)}.tlt",
-                                          float(note.get("pixel_size_nm", voxel[2])),
-                                          float(note.get("tilt_axis_angle_deg", 0.0)))
-        if wanted == "labels":
-            names = {int(k): v for k, v in note.get("class_names", {}).items()}
-            return Labels(data, names, voxel, origin)
-        return Volume(data, voxel, origin)
-    except InputError as exc:
-        message = str(exc)
-        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+    return artefact_from_stack(path, data, wanted, note, voxel, origin, angles_path)
 
 
 def _stack(tif: Any, path: Path) -> np.ndarray:
