@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -80,7 +81,7 @@ def _missing(what: str) -> None:
     message = f"{what} is not installed (make test installs it)"
     if FULL_ENV:
         pytest.fail(message + "; CELLSCAPE_FULL_ENV=1 says it should be here", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
 
 
 def needed_tool(*names: str) -> str:
@@ -93,10 +94,21 @@ def needed_tool(*names: str) -> str:
     return found  # type: ignore[return-value]
 
 
-def needed_modules(*names: str) -> None:
-    """Import ``names``; missing: skipped, or failed under ``make test``."""
+def needed_modules(*names: str) -> ModuleType:
+    """Import ``names`` and return the last; missing: skipped, or failed under ``make test``.
+
+    Usable at module level too (``torch = needed_modules("torch")``).
+    """
+    module = None
     for name in names:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError:
             _missing(f"Python module {name}")
+    return module  # type: ignore[return-value]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.requires("petsc4py", ...)``: the modules a test needs, checked as :func:`needed_modules` does."""
+    for mark in item.iter_markers("requires"):
+        needed_modules(*mark.args)

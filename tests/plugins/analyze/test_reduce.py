@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import needed_modules
 from meshes import cube_mesh
 
 import cellscape as cs
@@ -88,7 +89,7 @@ def test_pca_of_descriptors_finds_the_dominant_direction() -> None:
 
 @pytest.mark.parametrize("clustering", ["kmeans", "gmm"])
 def test_clustering_recovers_separated_groups(clustering: str) -> None:
-    pytest.importorskip("sklearn")
+    needed_modules("sklearn")
     table, truth = descriptor_table()
     out = cs.method("analyze.reduce", n_components=2, clustering=clustering, n_clusters=3)(table=table)
     scores = out["scores"].columns
@@ -98,7 +99,7 @@ def test_clustering_recovers_separated_groups(clustering: str) -> None:
 
 
 def test_tsne_embedding_keeps_groups_apart() -> None:
-    pytest.importorskip("sklearn")
+    needed_modules("sklearn")
     table, truth = descriptor_table()
     out = cs.method("analyze.reduce", embedding="tsne")(table=table)
     xy = np.column_stack([out["scores"].columns["embed_x"], out["scores"].columns["embed_y"]])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import needed_modules
 from scipy import ndimage
 
 import cellscape as cs
 from cellscape_plugins.generate import gan as gan_module
 
-torch = pytest.importorskip("torch")
+torch = needed_modules("torch")
 
 VOXEL_NM = 10.0
 

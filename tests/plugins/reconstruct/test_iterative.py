@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import needed_modules
 
 import cellscape as cs
 from cellscape_plugins.reconstruct._backend import namespace
@@ -151,7 +152,7 @@ def test_slabs_and_threads_do_not_change_the_result(wedge) -> None:
 @pytest.mark.parametrize("name", ["reconstruct.sirt", "reconstruct.sart", "reconstruct.cgls", "reconstruct.tv",
                                   "reconstruct.wbp"])
 def test_array_api_strict_equals_numpy(name) -> None:
-    strict = pytest.importorskip("array_api_strict")
+    strict = needed_modules("array_api_strict")
     geometry = Geometry(nu=24, nx=24, nz=12, angles_deg=tuple(np.arange(-60.0, 61.0, 10.0)))
     rng = np.random.default_rng(3)
     slab = rng.random((geometry.n_pixels, 3)).astype(np.float32)
@@ -187,7 +188,7 @@ def test_memory_mapped_input_and_output(tmp_path, wedge) -> None:
 
 
 def test_zarr_output(tmp_path, wedge) -> None:
-    zarr = pytest.importorskip("zarr")
+    zarr = needed_modules("zarr")
     method = cs.method("reconstruct.wbp", slab_slices=8)
     shape = method.output_shape(wedge)
     out = zarr.open(str(tmp_path / "tomo.zarr"), mode="w", shape=shape, chunks=(shape[0], 8, shape[2]), dtype="f4")

@@ -205,15 +205,7 @@ def test_the_report_holds_iterations_and_residuals_of_every_step() -> None:
     assert np.all(direct.report.columns["iterations"] == 0) and np.all(direct.report.columns["relative_residual"] < 1e-13)
 
 
-def _petsc_installed() -> bool:
-    try:
-        import petsc4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _petsc_installed(), reason="petsc4py is not installed")
+@pytest.mark.requires("petsc4py")
 @pytest.mark.parametrize(("petsc_options", "ksp", "pc"), [
     (None, "cg", "gamg"), ("-ksp_type cg -pc_type jacobi", "cg", "jacobi"),
     ({"ksp_type": "bcgs", "pc_type": "gamg"}, "bcgs", "gamg")])

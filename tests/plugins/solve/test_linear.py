@@ -33,15 +33,7 @@ RTOL = 1e-10
 VELOCITY = np.array([10.0, 5.0, 2.5])  # length units per unit time on the unit cube
 
 
-def _petsc_installed() -> bool:
-    try:
-        import petsc4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_petsc = pytest.mark.skipif(not _petsc_installed(), reason="petsc4py is not installed")
+needs_petsc = pytest.mark.requires("petsc4py")
 BACKENDS = ["scipy", pytest.param("petsc", marks=needs_petsc)]
 
 

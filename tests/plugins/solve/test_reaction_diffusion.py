@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import needed_modules
 from meshes import ball_mesh, cube_mesh
 
 import cellscape as cs
@@ -190,7 +191,7 @@ def _robin_transient() -> dict:
 
 
 def test_backward_euler_matches_scikit_fem_on_the_same_mesh() -> None:
-    skfem = pytest.importorskip("skfem")
+    skfem = needed_modules("skfem")
     from scipy.sparse import linalg
     from skfem.models.poisson import laplace, mass
 
@@ -211,15 +212,7 @@ def test_backward_euler_matches_scikit_fem_on_the_same_mesh() -> None:
         assert np.abs(ours[step] - u).max() < 1e-8 * np.abs(u).max()
 
 
-def _petsc_installed() -> bool:
-    try:
-        import petsc4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _petsc_installed(), reason="petsc4py is not installed")
+@pytest.mark.requires("petsc4py")
 def test_scipy_and_petsc_backends_agree_on_a_nonlinear_coupled_simulation() -> None:
     mesh = ball_mesh(1.0 * NM_PER_UM, 0.5)
     common = {"t_end_s": 0.5, "dt_s": 0.05, "n_outputs": 3}
@@ -276,7 +269,7 @@ def test_fields_are_written_as_a_paraview_vtu_collection(tmp_path) -> None:
 def test_fields_are_written_as_an_xdmf_time_series(tmp_path) -> None:
     import xml.etree.ElementTree as ElementTree
 
-    h5py = pytest.importorskip("h5py")
+    h5py = needed_modules("h5py")
     fields = _written_fields()
     written = cs.write(fields, tmp_path / "u.xmf")
     grids = ElementTree.parse(written).getroot().findall("./Domain/Grid/Grid")

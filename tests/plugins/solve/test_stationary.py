@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import needed_modules
 from meshes import ball_mesh, cube_mesh
 
 import cellscape as cs
@@ -192,7 +193,7 @@ def robin_model() -> dict:
 
 
 def test_same_answer_as_scikit_fem_on_the_same_mesh() -> None:
-    skfem = pytest.importorskip("skfem")
+    skfem = needed_modules("skfem")
     from scipy.sparse import linalg
     from skfem.models.poisson import laplace, mass
 
@@ -212,15 +213,7 @@ def test_same_answer_as_scikit_fem_on_the_same_mesh() -> None:
     assert np.abs(ours - reference).max() < 1e-8 * np.abs(reference).max()
 
 
-def _petsc_installed() -> bool:
-    try:
-        import petsc4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _petsc_installed(), reason="petsc4py is not installed")
+@pytest.mark.requires("petsc4py")
 def test_scipy_and_petsc_backends_agree_to_the_solver_tolerance() -> None:
     mesh = ball_mesh(1.5 * NM_PER_UM, 0.3)
     scipy_u = cs.method("solve.stationary", model=robin_model(), method="newton")(mesh)
