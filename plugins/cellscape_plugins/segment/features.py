@@ -49,7 +49,7 @@ region equals the same voxels of the whole-volume features bit for bit;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -159,21 +159,47 @@ def _reflect_pad(block: np.ndarray, pad: Sequence[tuple[int, int]]) -> np.ndarra
 
 
 def _derivative_tree(block: np.ndarray, sigmas: Sequence[float], factors: Sequence[float],
-                     orders: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int, int], np.ndarray]:
-    """Valid Gaussian derivatives of ``block``, sharing the z and y passes; each pass shrinks its axis by 2r."""
+                     orders: Sequence[tuple[int, int, int]], inner: tuple[slice, slice, slice] | None = None,
+                     full: Sequence[tuple[int, int, int]] = ()) -> dict[tuple[int, int, int], np.ndarray]:
+    """Valid Gaussian derivatives of ``block``, sharing the z and y passes; each pass shrinks its axis by 2r.
+
+    The valid output covers ``block`` less a kernel radius per side (the "full" box). With ``inner`` (slices of
+    the full box), only the orders in ``full`` are returned on the full box; the others are computed on
+    ``inner`` only: their passes read just the rows that box needs, so the work arrays of a chunk shrink to
+    the chunk where no wider context is wanted. Each value is the same sum of the same products either way.
+    """
     from ._forest_kernels import correlate_valid
 
     def weights(axis: int, order: int) -> np.ndarray:
         return correlation_weights(sigmas[axis], order, factors[axis] ** order)
 
+    radius = [kernel_radius(s) for s in sigmas]
     wanted = sorted(set(orders))
+    wide = set(wanted) if inner is None else set(full) & set(wanted)
+
+    def rows(axis: int, on_full: bool) -> slice:
+        # the input positions the valid pass along ``axis`` reads for the full box or for ``inner`` only
+        if on_full or inner is None:
+            return slice(None)
+        return slice(inner[axis].start, inner[axis].stop + 2 * radius[axis])
+
+    def outputs(axis: int, on_full: bool) -> slice:
+        # the positions along ``axis`` (already passed) that the later passes keep
+        return slice(None) if on_full or inner is None else inner[axis]
+
     out: dict[tuple[int, int, int], np.ndarray] = {}
     for oz in sorted({o[0] for o in wanted}):
-        along_z = correlate_valid(block, weights(0, oz), 0)
+        z_full = any(o in wide for o in wanted if o[0] == oz)
+        along_z = correlate_valid(block[rows(0, z_full)], weights(0, oz), 0)
         for oy in sorted({o[1] for o in wanted if o[0] == oz}):
-            along_y = correlate_valid(along_z, weights(1, oy), 1)
+            y_full = any(o in wide for o in wanted if o[:2] == (oz, oy))
+            crop_z = outputs(0, y_full) if z_full else slice(None)
+            along_y = correlate_valid(along_z[crop_z, rows(1, y_full)], weights(1, oy), 1)
             for order in (o for o in wanted if o[:2] == (oz, oy)):
-                out[order] = correlate_valid(along_y, weights(2, order[2]), 2)
+                x_full = order in wide
+                crop = (outputs(0, x_full) if y_full else slice(None), outputs(1, x_full) if y_full else slice(None),
+                        rows(2, x_full))
+                out[order] = correlate_valid(along_y[crop], weights(2, order[2]), 2)
             del along_y
         del along_z  # only one z and one y intermediate live at a time
     return out
@@ -354,8 +380,8 @@ class FeatureBank:
                 channel += 1
         return out
 
-    def _scale_features(self, image: np.ndarray, bounds: list[tuple[int, int]], scale: float) -> list[np.ndarray]:
-        """The features of one scale over the box ``bounds`` ((start, stop) per axis)."""
+    def _scale_features(self, image: np.ndarray, bounds: list[tuple[int, int]], scale: float) -> Iterator[np.ndarray]:
+        """The features of one scale over the box ``bounds`` ((start, stop) per axis), one channel at a time."""
         from ._forest_kernels import correlate_valid
 
         groups = self.groups
@@ -379,32 +405,38 @@ class FeatureBank:
             orders.extend(_SECOND)
         elif "laplacian_of_gaussian" in groups:
             orders.extend(_PURE_SECOND)
-        d = _derivative_tree(block, sigmas, factors, orders)
         inner = tuple(slice(a - ga, b - ga) for (a, b), (ga, _) in zip(bounds, grown, strict=True))
-        features: list[np.ndarray] = []
+        narrow = None
+        if "difference_of_gaussians" in groups:
+            narrow_sigmas = [DOG_RATIO * s for s in sigmas]
+            narrow_radius = [kernel_radius(s) for s in narrow_sigmas]
+            # the narrow Gaussian reads the same block, cropped to the box plus its own (smaller) radius
+            narrow = block[tuple(slice(a - n - (ga - r), b + n - (ga - r)) for (a, b), (ga, _), r, n
+                                 in zip(bounds, grown, radius, narrow_radius, strict=True))]
+            for axis in range(3):
+                narrow = correlate_valid(narrow, correlation_weights(narrow_sigmas[axis], 0), axis)
+        # only the gradient feeds the structure tensor's outer smoothing, so only it is needed beyond the box
+        wide = _FIRST if tensor else ()
+        d = _derivative_tree(block, sigmas, factors, orders, inner, wide)
+        del block  # the tree's work arrays and the image block are gone before the features are assembled
+
+        def at(order: tuple[int, int, int]) -> np.ndarray:
+            return d[order][inner] if order in wide else d[order]
+
         for group in groups:
             if group == "gaussian":
-                features.append(d[(0, 0, 0)][inner])
+                yield at((0, 0, 0))
             elif group == "laplacian_of_gaussian":
-                features.append(d[(2, 0, 0)][inner] + d[(0, 2, 0)][inner] + d[(0, 0, 2)][inner])
+                yield at((2, 0, 0)) + at((0, 2, 0)) + at((0, 0, 2))
             elif group == "gradient_magnitude":
-                gz, gy, gx = (d[o][inner] for o in _FIRST)
-                features.append(np.sqrt(gz * gz + gy * gy + gx * gx))
+                gz, gy, gx = (at(o) for o in _FIRST)
+                yield np.sqrt(gz * gz + gy * gy + gx * gx)
             elif group == "difference_of_gaussians":
-                narrow_sigmas = [DOG_RATIO * s for s in sigmas]
-                narrow = [kernel_radius(s) for s in narrow_sigmas]
-                # the narrow Gaussian reads the same block, cropped to the box plus its own (smaller) radius
-                sub = tuple(slice(a - n - (ga - r), b + n - (ga - r))
-                            for (a, b), (ga, _), r, n in zip(bounds, grown, radius, narrow, strict=True))
-                smoothed = block[sub]
-                for axis in range(3):
-                    smoothed = correlate_valid(smoothed, correlation_weights(narrow_sigmas[axis], 0), axis)
-                features.append(d[(0, 0, 0)][inner] - smoothed)
+                yield at((0, 0, 0)) - narrow
             elif group == "structure_tensor_eigenvalues":
-                features.extend(self._structure_tensor(d, bounds, grown, sigmas))
+                yield from self._structure_tensor(d, bounds, grown, sigmas)
             else:
-                features.extend(symmetric_eigenvalues(*(d[o][inner] for o in _SECOND)))
-        return features
+                yield from symmetric_eigenvalues(*(at(o) for o in _SECOND))
 
     @staticmethod
     def _structure_tensor(d: dict[tuple[int, int, int], np.ndarray], bounds: list[tuple[int, int]],

@@ -9,10 +9,26 @@ features of the labeled voxels only (``training_labels``: 0 = unlabeled,
 responses of the image intensities, so a model applies to images with the
 same contrast and intensity scale as those it was trained on.
 
-Prediction goes chunk by chunk (``chunk_voxels`` on a side): the features
-of a chunk are computed on the chunk plus the feature bank's halo, cropped
-and classified, so memory is bounded by the chunk size and the result is
-identical to classifying the whole volume at once.
+Prediction goes block by block (cubes of ``chunk_voxels`` on a side): the
+features of a block are computed on the block plus the feature bank's halo,
+cropped and classified, and the labels and probabilities are written into
+outputs allocated once for the volume, so the result is identical to
+classifying the whole volume at once (bit for bit) and no array the size of
+the volume exists besides the input and the outputs.
+
+Memory
+------
+Beyond the input volume and the outputs (labels: 1 byte per voxel up to 255
+classes, 2 up to 65 535; probability: 4 bytes per voxel, 2 with
+``probability_dtype="float16"``), prediction needs, per thread (``n_jobs``
+blocks are classified at once), the block's feature stack and the filters'
+work arrays at the largest scale on the block grown by the halo h:
+about ``4 bytes × (n_features · B³ + 4 · (B + 2h)³)`` for a block edge B —
+independent of the volume size. With the default bank (60 features, halo 60
+voxels at 4σ of σ = 10 plus the structure tensor's σ/2) and B = 64, that is
+about 160 MB per thread (measured 129 MB for an interior block; see
+``benchmarks/results/segment.md``). Smaller blocks take less memory and more
+time: every block recomputes its halo.
 
 Applying a trained model is also chunk-safe for the runner (a step with
 ``chunks:``, see ``cellscape._chunked``): ``chunk_port`` is the volume and
@@ -99,8 +115,13 @@ class RandomForestParams:
                                    help="feature groups, any of: " + ", ".join(FEATURE_GROUPS))
     seed: int = cs.param(0, ge=0, help="random seed: same seed and labels, same forest")
     chunk_voxels: int = cs.param(64, ge=8, unit="voxel",
-                                 help="edge of the cubic chunks classified at a time (memory ~ features x chunk^3 x 4 "
-                                 "bytes, plus the filters' work arrays on the chunk and its halo)")
+                                 help="edge B of the cubic blocks whose features are computed and classified at a time: "
+                                 "memory beyond the input and outputs is about n_jobs x 4 bytes x (n_features B^3 + "
+                                 "4 (B + 2 halo)^3), whatever the volume size (about 160 MB per thread for the default "
+                                 "bank and B = 64); the result does not depend on it")
+    probability_dtype: str = cs.param("float32", choices=("float32", "float16"),
+                                      help="dtype of the 'probability' output (float16: half the memory, the "
+                                      "probability to 3 significant digits; labels do not change)")
     class_weight: str | None = cs.param("balanced", choices=("balanced", None),
                                         help="balanced: rare labeled classes weigh as much as common ones")
     class_prior: str = cs.param("estimated", choices=("estimated", "training"),
@@ -426,17 +447,20 @@ class RandomForest(cs.Segmenter):
 
     # -- inference ------------------------------------------------------------------------------------------------
 
-    def predict_proba(self, volume: cs.Volume) -> np.ndarray:
-        """Class probabilities, shape (K, z, y, x), float32, in the order of the model's ``class_values``.
+    def predict_proba(self, volume: cs.Volume, dtype: Any = np.float32) -> np.ndarray:
+        """Class probabilities, shape (K, z, y, x), in the order of the model's ``class_values``.
 
-        Classified chunk by chunk; each chunk's features are computed with the
-        bank's halo. The probabilities are re-weighted to the model's
+        Classified block by block into the one output array (``dtype``: float32,
+        or float16 for half the memory); each block's features are computed with
+        the bank's halo. The probabilities are re-weighted to the model's
         ``volume_prior`` when it has one (``class_prior="estimated"``).
         """
         tables = self._require_tables()
         bank = self.feature_bank(volume, trained=True)
         self._check_features(bank)
-        out = np.empty((tables.n_classes, *volume.shape), np.float32)
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise cs.InputError(f"{self.name}: predict_proba dtype must be float32 or float16, got {np.dtype(dtype)}")
+        out = np.empty((tables.n_classes, *volume.shape), dtype)
 
         def classify(region: tuple[slice, ...]) -> None:
             out[(slice(None), *region)] = self._chunk_probabilities(volume, bank, region)
@@ -513,7 +537,7 @@ class RandomForest(cs.Segmenter):
         return probabilities.reshape(tables.n_classes, *features.shape[1:])
 
     def _classify(self, volume: cs.Volume) -> dict[str, cs.Artefact]:
-        """Labels and winning probability, chunk by chunk: no (K, z, y, x) array of the whole volume."""
+        """Labels and winning probability, block by block into the two outputs: no other array of the volume's size."""
         self._require_tables()
         assert self.model is not None
         bank = self.feature_bank(volume, trained=True)
@@ -522,7 +546,7 @@ class RandomForest(cs.Segmenter):
         values = np.asarray(meta["class_values"])
         dtype = np.uint8 if values.max() < 256 else np.uint16 if values.max() < 65536 else np.uint32
         labels = np.empty(volume.shape, dtype)
-        confidence = np.empty(volume.shape, np.float32)
+        confidence = np.empty(volume.shape, np.dtype(self.params.probability_dtype))
         classes = values.astype(dtype)
 
         def classify(region: tuple[slice, ...]) -> None:

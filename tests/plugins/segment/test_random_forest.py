@@ -215,6 +215,72 @@ def test_chunked_prediction_equals_whole_volume_prediction(phantom, trained) -> 
         np.testing.assert_array_equal(chunked["probability"].data, whole["probability"].data)
 
 
+def test_block_prediction_equals_the_features_of_the_whole_volume_classified_at_once(phantom, trained) -> None:
+    volume = cs.Volume(phantom[0].data[3:50, 7:60, 0:41], (8.0, 4.0, 4.0))
+    rf = RandomForest(**FAST, chunk_voxels=9, n_jobs=2).load(trained["model"])
+    bank = rf.feature_bank(volume, trained=True)
+    assert bank.halo == (11, 21, 21)  # wider than the 9-voxel blocks: every block reads far beyond itself
+    # the whole-volume computation: one feature stack of the whole volume, one traversal of all its voxels
+    whole = rf._chunk_probabilities(volume, bank, tuple(slice(0, n) for n in volume.shape))
+    np.testing.assert_array_equal(rf.predict_proba(volume), whole)
+    out = rf(volume)
+    np.testing.assert_array_equal(out["labels"].data, np.array([1, 2, 3], np.uint8)[whole.argmax(0)])
+    np.testing.assert_array_equal(out["probability"].data, whole.max(0))
+    assert out["labels"].data.dtype == np.uint8 and out["probability"].data.dtype == np.float32
+
+
+def test_probability_in_float16_halves_the_output_and_keeps_the_labels(phantom, trained) -> None:
+    volume = cs.Volume(phantom[0].data[:32, :40, :36], 4.0)
+    full = RandomForest(**FAST).load(trained["model"])(volume)
+    half = RandomForest(**FAST, probability_dtype="float16").load(trained["model"])(volume)
+    assert half["probability"].data.dtype == np.float16
+    assert half["probability"].data.nbytes * 2 == full["probability"].data.nbytes
+    np.testing.assert_array_equal(half["labels"].data, full["labels"].data)
+    error = np.abs(half["probability"].data.astype(np.float32) - full["probability"].data)
+    assert error.max() <= 2.0**-11  # float16 rounding of a value in [1/3, 1]
+    proba = RandomForest(**FAST).load(trained["model"]).predict_proba(volume, dtype=np.float16)
+    assert proba.dtype == np.float16 and proba.shape == (3, *volume.shape)
+    with pytest.raises(cs.InputError, match="predict_proba dtype must be float32 or float16, got uint8"):
+        RandomForest(**FAST).load(trained["model"]).predict_proba(volume, dtype=np.uint8)
+    with pytest.raises(cs.InputError, match="parameter 'probability_dtype'"):
+        RandomForest(probability_dtype="uint8")
+
+
+def _work_memory(rf: RandomForest, volume: cs.Volume) -> int:
+    """Peak bytes numpy allocates while ``rf`` classifies ``volume``, beyond its two outputs (the input exists before)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = rf(volume)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - out["labels"].data.nbytes - out["probability"].data.nbytes
+
+
+def test_memory_beyond_input_and_outputs_is_bounded_by_the_block_not_the_volume(trained) -> None:
+    edge = 16
+    rng = np.random.default_rng(5)
+    rf = RandomForest(**FAST, chunk_voxels=edge, n_jobs=1).load(trained["model"])
+    work = {}
+    for n in (48, 96):  # 27 and 216 blocks; both volumes have blocks whose halo lies inside the image
+        volume = cs.Volume(rng.normal(0.7, 0.2, (n, n, n)).astype(np.float32), 4.0)
+        work[n] = _work_memory(rf, volume)
+    n_features, halo = 30, (21, 21, 21)
+    # one block's features and its filters' work arrays on the block grown by the halo (see the module docstring)
+    bound = 4 * (n_features * edge**3 + 4 * int(np.prod([edge + 2 * h for h in halo])))
+    stack = 4 * n_features * 96**3  # what the features of the whole 96³ volume would take
+    assert bound < stack / 25  # the bound can tell a blocked prediction from a whole-volume one
+    assert work[48] <= bound and work[96] <= bound, (work, bound)  # measured 2.4 and 2.5 MB, bound 3.4 MB
+    # 8x the voxels: the same largest block, and a few hundred bytes of bookkeeping per block (measured +0.1 to
+    # +0.2 MB); the features of the whole volume would add 4 x 30 x (96³ - 48³) bytes = 93 MB
+    assert work[96] - work[48] <= 0.1 * bound, work
+    # two threads classify two blocks at once: twice the bound at most
+    two = RandomForest(**FAST, chunk_voxels=edge, n_jobs=2).load(trained["model"])
+    assert _work_memory(two, volume) <= 2 * bound
+
+
 def test_runner_chunks_equal_the_whole_volume_and_need_the_halo(phantom, trained, tmp_path: Path) -> None:
     from cellscape._chunked import run_chunked
 
