@@ -11,32 +11,44 @@ network inference. It says so with two class members::
             return tuple(math.ceil(self.params.truncate * s) for s in self.sigmas(voxel_size_nm))
 
 A step asks for chunked processing with ``chunks: 128`` (or ``[z, y, x]``) in
-the spec. The runner then reads that input lazily (OME-Zarr chunk by chunk,
-MRC memory-mapped), and ``dask.array.map_overlap`` runs the method on each
-chunk grown by the halo on every side that has a neighbour (``boundary="none"``:
-at the volume's own faces the method's own edge handling applies, as it would
-on the whole array), trims the halo, and the result is written into a
-memory-mapped file one slab of chunks (along z) at a time. Peak memory is set
-by one slab (its chunks grown by their halos), not by the volume's depth. Other
-inputs (e.g. a trained model) are given whole to every chunk.
+the spec. The runner then opens that input lazily (OME-Zarr read chunk by
+chunk, MRC memory-mapped) and cuts the volume into a grid of chunks. Each
+chunk is one task: it reads the chunk grown by the halo on every side that has
+a neighbour (at the volume's own faces the method's own edge handling
+applies, as it would on the whole array: what ``dask.array.map_overlap``
+calls ``boundary="none"``), runs the method on that block and trims the halo
+off its outputs. A task reads its own halo from storage, so no task waits for
+a neighbour's data and tasks run in any order.
 
-Every Volume/Labels output on the input's grid is assembled from the chunks
-(a classifier's labels and probabilities: one pass computes both). Any other
-output (e.g. the model that was applied) must not depend on the chunk; it is
-taken from the first chunk computed.
+The driver (the process running the step) keeps a bounded number of tasks in
+flight, about two per worker, so every worker has its next chunk queued while
+the finished ones are written, and writes each finished chunk into a
+memory-mapped ``.npy`` file per output as it arrives. Memory is bounded by the
+chunks in flight (each: the block grown by its halo, the method's working
+set, the trimmed outputs), not by the volume: a volume larger than the memory
+given to the process is processed chunk by chunk. The first chunk is computed
+first, in the driver: it gives the outputs' dtypes and metadata (class names,
+voxel size) and every non-array output (e.g. the model that was applied, which
+must not depend on the chunk).
 
-With the local executor the chunks run on threads of this process; with the
-Dask executor on the cluster's workers, which send each slab's chunks back to
-the process that runs the step, where they are written (no file is written by
-two processes, and the workers need no shared scratch space for the result).
+With the local executor the chunks run on threads of this process. With the
+Dask executor they run on the cluster's workers: the method and its other
+inputs (e.g. a trained model) are sent to every worker once
+(``Client.scatter``), not with each chunk; a worker reads its chunks straight
+from the OME-Zarr or MRC file (a file every worker sees, like the run's
+store) and sends the trimmed outputs back to the driver, which alone writes
+the result files. An input held in memory (an upstream step's output) is
+scattered once as well.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import mmap
 import os
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +59,11 @@ from ._errors import InputError
 
 __all__ = ["chunk_shape", "lazy_volume", "run_chunked"]
 
+Region = tuple[slice, slice, slice]
+
+#: written bytes after which the result files' resident pages are handed back to the page cache
+_RELEASE_BYTES = 64 * 2**20
+
 
 def chunk_shape(chunks: int | tuple[int, ...] | list[int], shape: tuple[int, ...]) -> tuple[int, int, int]:
     """Chunk edge lengths (z, y, x) from the spec's ``chunks`` (one number for all axes), clipped to the volume."""
@@ -56,12 +73,93 @@ def chunk_shape(chunks: int | tuple[int, ...] | list[int], shape: tuple[int, ...
     return tuple(min(int(c), int(n)) for c, n in zip(values, shape, strict=True))  # type: ignore[return-value]
 
 
-class LazyVolume:
-    """A volume whose voxels are read chunk by chunk: a dask array and the grid it lives on."""
+# -- readers: a block of voxels from wherever the volume lives (picklable, so a Dask worker reads its own blocks) ----
 
-    def __init__(self, array: Any, voxel_size_nm: tuple[float, ...], origin_nm: tuple[float, ...],
-                 class_names: Mapping[int, str] | None = None, source: str = ""):
+class _ArrayReader:
+    """A volume already in memory (an artefact): blocks are slices of it."""
+
+    def __init__(self, array: np.ndarray):
         self.array = array
+        self.shape = tuple(int(n) for n in array.shape)
+        self.in_memory = True
+
+    def read(self, region: Region) -> np.ndarray:
+        return np.asarray(self.array[region])
+
+
+class _ZarrReader:
+    """An OME-Zarr image's first resolution level, opened once per process and read block by block."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], leading: int):
+        self.path, self.shape, self.leading = Path(path), shape, leading
+        self.in_memory = False
+        self._array: Any = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "shape": self.shape, "leading": self.leading}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["shape"], state["leading"])  # type: ignore[misc]
+
+    def read(self, region: Region) -> np.ndarray:
+        with self._lock:
+            if self._array is None:
+                from .io._zarr import open_zarr_image
+
+                self._array = open_zarr_image(self.path)[0]
+        # one stored chunk at a time: zarr otherwise decodes every stored chunk the block touches at once, which
+        # holds several times the block (a 48³ block across eight 64³ float32 chunks: 16 MiB for 0.4 MiB of voxels)
+        stored = tuple(self._array.chunks[-3:])
+        block = np.empty(tuple(s.stop - s.start for s in region), self._array.dtype)
+        pieces = [[(max(s.start, c), min(s.stop, c + size)) for c in range(s.start - s.start % size, s.stop, size)]
+                  for s, size in zip(region, stored, strict=True)]
+        try:
+            for z0, z1 in pieces[0]:
+                for y0, y1 in pieces[1]:
+                    for x0, x1 in pieces[2]:
+                        part = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
+                        block[tuple(slice(p.start - s.start, p.stop - s.start) for p, s in zip(part, region,
+                                                                                            strict=True))] = \
+                            self._array[(0,) * self.leading + part]
+            return block
+        except Exception as exc:  # a damaged or missing chunk file
+            raise InputError(f"{self.path}: unreadable OME-Zarr block {region} ({type(exc).__name__}: {exc})") from exc
+
+
+class _MrcReader:
+    """An MRC file, memory-mapped once per process."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape = Path(path), shape
+        self.in_memory = False
+        self._data: Any = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "shape": self.shape}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["shape"])  # type: ignore[misc]
+
+    def read(self, region: Region) -> np.ndarray:
+        with self._lock:
+            if self._data is None:
+                import mrcfile
+
+                self._data = mrcfile.mmap(str(self.path), mode="r", permissive=False).data
+        return np.array(self._data[region])  # a copy: the block must not keep the file's pages mapped
+
+
+class LazyVolume:
+    """A volume whose voxels are read block by block, and the grid it lives on.
+
+    ``read(region)`` gives the voxels of a (z, y, x) tuple of slices as a numpy array.
+    """
+
+    def __init__(self, reader: Any, voxel_size_nm: tuple[float, ...], origin_nm: tuple[float, ...],
+                 class_names: Mapping[int, str] | None = None, source: str = ""):
+        self.reader = reader
         self.voxel_size_nm = tuple(voxel_size_nm)
         self.origin_nm = tuple(origin_nm)
         self.class_names = dict(class_names) if class_names is not None else None
@@ -69,34 +167,29 @@ class LazyVolume:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
+        return tuple(self.reader.shape)
+
+    def read(self, region: Region) -> np.ndarray:
+        return self.reader.read(region)
 
 
-def lazy_volume(source: Artefact | str | os.PathLike[str], chunks: Any = 64) -> LazyVolume:
+def lazy_volume(source: Artefact | str | os.PathLike[str]) -> LazyVolume:
     """Open a Volume/Labels artefact, an OME-Zarr folder or an MRC file as a :class:`LazyVolume`.
 
-    OME-Zarr is read with its own chunking (aligned to ``chunks`` when they
-    differ), MRC memory-mapped; other formats are read whole.
+    OME-Zarr is read block by block, MRC memory-mapped; other formats are read whole.
     """
-    import dask.array as da
-
     if isinstance(source, (Volume, Labels)):
         names = source.class_names if isinstance(source, Labels) else None
-        shape = chunk_shape(chunks, source.data.shape)
-        return LazyVolume(da.from_array(source.data, chunks=shape), source.voxel_size_nm, source.origin_nm, names,
-                          "artefact")
+        return LazyVolume(_ArrayReader(source.data), source.voxel_size_nm, source.origin_nm, names, "artefact")
     path = Path(source)
     suffix = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() == ".zarr" or suffix == ".ome.zarr":
         from .io._zarr import open_zarr_image
 
-        array, voxel, origin, meta = open_zarr_image(path)
-        data = da.from_zarr(array)
-        while data.ndim > 3 and data.shape[0] == 1:
-            data = data[0]
-        data = data.rechunk(chunk_shape(chunks, data.shape))
+        array, voxel, origin, meta = open_zarr_image(path)  # checks the shape: three axes after leading singletons
+        shape = tuple(int(n) for n in array.shape)
         names = ({int(k): v for k, v in meta.get("class_names", {}).items()} if meta.get("kind") == "labels" else None)
-        return LazyVolume(data, voxel, origin, names, str(path))
+        return LazyVolume(_ZarrReader(path, shape[-3:], len(shape) - 3), voxel, origin, names, str(path))
     if path.suffix.lower() in (".mrc", ".rec", ".map"):
         import mrcfile
 
@@ -109,18 +202,133 @@ def lazy_volume(source: Artefact | str | os.PathLike[str], chunks: Any = 64) -> 
             raise InputError(f"{path}: expected a 3D MRC volume")
         voxel = tuple(float(handle.voxel_size[a]) / 10.0 for a in ("z", "y", "x"))  # Å -> nm
         voxel = tuple(v if v > 0 else 1.0 for v in voxel)
-        return LazyVolume(da.from_array(data, chunks=chunk_shape(chunks, data.shape)), voxel, (0.0, 0.0, 0.0), None,
-                          str(path))
+        shape = tuple(int(n) for n in data.shape)
+        handle.close()
+        return LazyVolume(_MrcReader(path, shape), voxel, (0.0, 0.0, 0.0), None, str(path))
     from .io import read
 
-    return lazy_volume(read(path), chunks)
+    return lazy_volume(read(path))
 
 
-def _run_block(method: Any, port: str, others: Mapping[str, Artefact], lazy: LazyVolume,
-               block: np.ndarray) -> dict[str, Artefact]:
-    grid = (lazy.voxel_size_nm, lazy.origin_nm)
-    piece = Labels(block, lazy.class_names or {}, *grid) if lazy.class_names is not None else Volume(block, *grid)
-    return method._check_outputs(method.run(**others, **{port: piece}))
+# -- one chunk ---------------------------------------------------------------------------------------------------------
+
+class _ChunkJob:
+    """What every chunk needs besides its position: the method, its other inputs, the grid and the outputs' dtypes.
+
+    Sent to each Dask worker once; chunks then refer to it.
+    """
+
+    def __init__(self, method: Any, port: str, others: Mapping[str, Artefact], voxel_size_nm: tuple[float, ...],
+                 origin_nm: tuple[float, ...], class_names: Mapping[int, str] | None):
+        self.method, self.port, self.others = method, port, dict(others)
+        self.grid = (tuple(voxel_size_nm), tuple(origin_nm))
+        self.class_names = class_names
+        self.dtypes: dict[str, np.dtype] = {}
+
+    def run_block(self, block: np.ndarray) -> dict[str, Artefact]:
+        piece = (Labels(block, self.class_names or {}, *self.grid) if self.class_names is not None
+                 else Volume(block, *self.grid))
+        return self.method._check_outputs(self.method.run(**self.others, **{self.port: piece}))
+
+
+def _compute_chunk(job: _ChunkJob, reader: Any, outer: Region, crop: Region) -> dict[str, np.ndarray]:
+    """Run the method on one block (the chunk grown by its halo) and return its array outputs trimmed to the chunk."""
+    block = reader.read(outer)
+    outputs = job.run_block(block)
+    trimmed = {}
+    for name, dtype in job.dtypes.items():
+        data = outputs[name].data
+        if data.shape != block.shape:
+            raise InputError(f"{job.method.name}: output '{name}' is not on the grid of input '{job.port}' "
+                             f"({data.shape} from a block of {block.shape}); it cannot be chunked")
+        if data.dtype != dtype:
+            raise InputError(f"{job.method.name}: chunks gave different dtypes for output '{name}' "
+                             f"({data.dtype} and {dtype})")
+        trimmed[name] = np.ascontiguousarray(data[crop])
+    return trimmed
+
+
+def _chunk_grid(shape: tuple[int, ...], sizes: tuple[int, ...], depth: tuple[int, ...]
+                ) -> list[tuple[Region, Region, Region]]:
+    """Every chunk as (chunk region, block region = chunk grown by the halo inside the volume, chunk within block)."""
+    axes = []
+    for n, s, d in zip(shape, sizes, depth, strict=True):
+        spans = []
+        for start in range(0, n, s):
+            stop = min(n, start + s)
+            low, high = max(0, start - d), min(n, stop + d)
+            spans.append((slice(start, stop), slice(low, high), slice(start - low, stop - low)))
+        axes.append(spans)
+    return [(tuple(a[0] for a in spans), tuple(a[1] for a in spans), tuple(a[2] for a in spans))  # type: ignore[misc]
+            for spans in ((z, y, x) for z in axes[0] for y in axes[1] for x in axes[2])]
+
+
+# -- schedulers: run the chunks, hand back each one's trimmed outputs as it finishes -----------------------------------
+
+def _on_threads(job: _ChunkJob, reader: Any, chunks: list[tuple[Region, Region, Region]], workers: int
+                ) -> Iterator[tuple[Region, dict[str, np.ndarray]]]:
+    in_flight = 2 * workers
+    todo = iter(chunks)
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="cellscape-chunk") as pool:
+        running: dict[concurrent.futures.Future, Region] = {}
+
+        def fill() -> None:
+            for region, outer, crop in todo:
+                running[pool.submit(_compute_chunk, job, reader, outer, crop)] = region
+                if len(running) >= in_flight:
+                    return
+
+        try:
+            fill()
+            while running:
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    region = running.pop(future)
+                    yield region, future.result()
+                fill()
+        finally:
+            for future in running:
+                future.cancel()
+
+
+def _on_dask(job: _ChunkJob, reader: Any, chunks: list[tuple[Region, Region, Region]], client: Any
+             ) -> Iterator[tuple[Region, dict[str, np.ndarray]]]:
+    from distributed import as_completed
+
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    in_flight = 2 * workers
+    # the method and its model travel to each worker once, not inside every task
+    [shared_job] = client.scatter([job], broadcast=True, hash=False)
+    shared_reader = client.scatter([reader], broadcast=True, hash=False)[0] if reader.in_memory else reader
+    todo = iter(chunks)
+    outstanding: dict[Any, Region] = {}
+
+    def fill() -> list[Any]:
+        submitted = []
+        for region, outer, crop in todo:
+            future = client.submit(_compute_chunk, shared_job, shared_reader, outer, crop, pure=False, retries=2)
+            outstanding[future] = region
+            submitted.append(future)
+            if len(outstanding) >= in_flight:
+                break
+        return submitted
+
+    try:
+        first = fill()
+        if not first:
+            return
+        pending = as_completed(first, loop=client.loop)  # our client is not the default one
+        for future in pending:
+            value = future.result()
+            region = outstanding.pop(future)
+            future.release()  # the worker may drop the chunk now
+            yield region, value
+            for more in fill():
+                pending.add(more)
+    finally:
+        if outstanding:
+            client.cancel(list(outstanding))
+        client.cancel([shared_job, shared_reader] if reader.in_memory else [shared_job])
 
 
 def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: str | os.PathLike[str],
@@ -148,8 +356,6 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
         The method's outputs: each Volume or Labels backed by a read-only memory-mapped ``.npy`` in ``scratch``,
         any other output as the first chunk gave it.
     """
-    import dask.array as da
-
     port = getattr(method, "chunk_port", None)
     if port is None:
         raise InputError(f"{method.name} is not chunk-safe (it needs the whole volume at once); remove 'chunks:' "
@@ -157,79 +363,59 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
     arrays = [name for name, p in method.output_ports().items() if issubclass(p.kind, (Volume, Labels))]
     if not arrays:
         raise InputError(f"{method.name}: chunked processing needs a Volume or Labels output")
-    lazy = inputs[port] if isinstance(inputs[port], LazyVolume) else lazy_volume(inputs[port], chunks)
+    lazy = inputs[port] if isinstance(inputs[port], LazyVolume) else lazy_volume(inputs[port])
     others = {k: v for k, v in inputs.items() if k != port}
     shape = lazy.shape
     sizes = chunk_shape(chunks, shape)
-    array = lazy.array.rechunk(sizes)
     halo = tuple(int(h) for h in method.chunk_halo(lazy.voxel_size_nm))
     if len(halo) != 3 or any(h < 0 for h in halo):
         raise InputError(f"{method.name}: chunk_halo must give three non-negative voxel counts, got {halo}")
-    # dask needs every chunk at least as large as the halo it lends to a neighbour
-    depth = tuple(min(h, s) if s < n else 0 for h, s, n in zip(halo, sizes, shape, strict=True))
+    # a chunk lends at most itself to a neighbour (as with dask's map_overlap): a halo beyond that needs larger chunks
     if any(h > s for h, s, n in zip(halo, sizes, shape, strict=True) if s < n):
         raise InputError(f"{method.name}: chunks {sizes} are smaller than the halo {halo} the method needs; "
                          f"use chunks of at least {max(halo)} voxels")
-    # one probe chunk gives the outputs' dtypes and metadata (class names, voxel size) and the other outputs
-    probe_region = tuple(slice(0, min(n, s + h)) for n, s, h in zip(shape, sizes, depth, strict=True))
-    probe_block = np.asarray(array[probe_region].compute(scheduler="sync"))
-    probe = _run_block(method, port, others, lazy, probe_block)
+    depth = tuple(h if s < n else 0 for h, s, n in zip(halo, sizes, shape, strict=True))
+    grid = _chunk_grid(shape, sizes, depth)
+    job = _ChunkJob(method, port, others, lazy.voxel_size_nm, lazy.origin_nm, lazy.class_names)
+    # the first chunk, here: the outputs' dtypes and metadata, and the outputs that are not arrays
+    first_region, first_outer, first_crop = grid[0]
+    first_block = lazy.read(first_outer)
+    probe = job.run_block(first_block)
     for name in arrays:
-        if probe[name].data.shape != probe_block.shape:
+        if probe[name].data.shape != first_block.shape:
             raise InputError(f"{method.name}: output '{name}' is not on the grid of input '{port}' "
-                             f"({probe[name].data.shape} from a chunk of {probe_block.shape}); it cannot be chunked")
-    # the chunks of all outputs travel together as one structured array: each chunk is computed once
-    packed = np.dtype([(name, probe[name].data.dtype) for name in arrays])
-
-    def block(values: np.ndarray) -> np.ndarray:
-        result = _run_block(method, port, others, lazy, np.asarray(values))
-        out = np.empty(values.shape, packed)
-        for name in arrays:
-            if result[name].data.dtype != packed[name]:
-                raise InputError(f"{method.name}: chunks gave different dtypes for output '{name}' "
-                                 f"({result[name].data.dtype} and {packed[name]})")
-            out[name] = result[name].data
-        return out
-
-    def slab(start: int, stop: int) -> Any:
-        """Output rows start:stop, from input rows grown by the z halo (trimmed again here)."""
-        low, high = max(0, start - depth[0]), min(shape[0], stop + depth[0])
-        piece = array[low:high].rechunk((high - low, sizes[1], sizes[2]))
-        mapped = da.map_overlap(block, piece, depth=(0, depth[1], depth[2]), boundary="none", trim=True, dtype=packed,
-                                meta=np.empty((0, 0, 0), packed))[start - low:stop - low]
-        return [mapped[name] for name in arrays]
+                             f"({probe[name].data.shape} from a chunk of {first_block.shape}); it cannot be chunked")
+    job.dtypes = {name: probe[name].data.dtype for name in arrays}
+    first = {name: np.ascontiguousarray(probe[name].data[first_crop]) for name in arrays}
+    probe = {name: (value if name not in arrays else _metadata_only(value)) for name, value in probe.items()}
+    del first_block
 
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex
     targets = {name: scratch / f"chunked-{run_id}-{name}.npy" for name in arrays}
     results: dict[str, Any] = {}
-    slabs = [(start, min(shape[0], start + sizes[0])) for start in range(0, shape[0], sizes[0])]
     try:
         for name in arrays:
-            results[name] = np.lib.format.open_memmap(targets[name], mode="w+", dtype=packed[name], shape=shape)
+            results[name] = np.lib.format.open_memmap(targets[name], mode="w+", dtype=job.dtypes[name], shape=shape)
+        finished: Iterator[tuple[Region, dict[str, np.ndarray]]]
         if scheduler == "threads":
-            # one slab of chunks (along z) at a time, each chunk written into the files as soon as it is computed:
-            # memory holds one slab's chunks and their halos, whatever the depth of the volume
-            for start, stop in slabs:
-                da.store(slab(start, stop), [results[name][start:stop] for name in arrays], lock=False,
-                         scheduler="threads", num_workers=workers or os.cpu_count() or 1)
+            finished = _on_threads(job, lazy.reader, grid[1:], workers or os.cpu_count() or 1)
+        else:
+            finished = _on_dask(job, lazy.reader, grid[1:], scheduler)
+        written = 0
+        for region, values in _chain_first(first_region, first, finished):
+            for name in arrays:
+                results[name][region] = values[name]
+                written += values[name].nbytes
+            if written >= _RELEASE_BYTES:  # written pages belong to the files, not to this process's memory
                 for result in results.values():
                     result.flush()
                     _release(result)
-        else:
-            # a cluster's workers compute a slab's chunks in parallel and send them here, where they are written into
-            # the results: one slab in this process's memory at a time, and nothing written by two processes
-            import dask
-
-            for start, stop in slabs:
-                values = dask.compute(*slab(start, stop), scheduler=scheduler)
-                for name, value in zip(arrays, values, strict=True):
-                    results[name][start:stop] = value
-                    results[name].flush()
-                    _release(results[name])
+                written = 0
         for result in results.values():
-            _release(result)  # written pages go to the file, not the process's memory
+            result.flush()
+            _release(result)
     except BaseException:
         results.clear()
         for target in targets.values():
@@ -239,10 +425,24 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
     outputs: dict[str, Artefact] = {name: value for name, value in probe.items() if name not in arrays}
     for name in arrays:
         data = np.load(targets[name], mmap_mode="r")
-        grid = (lazy.voxel_size_nm, lazy.origin_nm)
-        outputs[name] = (Labels(data, probe[name].class_names, *grid) if isinstance(probe[name], Labels)
-                         else Volume(data, *grid))
+        grid_nm = (lazy.voxel_size_nm, lazy.origin_nm)
+        outputs[name] = (Labels(data, probe[name].class_names, *grid_nm) if isinstance(probe[name], Labels)
+                         else Volume(data, *grid_nm))
     return {name: outputs[name] for name in probe}  # in the method's order
+
+
+def _metadata_only(artefact: Artefact) -> Artefact:
+    """The first chunk's Volume/Labels shrunk to one voxel: its class names are kept, its block is let go."""
+    one = np.asarray(artefact.data)[:1, :1, :1].copy()
+    if isinstance(artefact, Labels):
+        return Labels(one, artefact.class_names, artefact.voxel_size_nm, artefact.origin_nm)
+    return Volume(one, artefact.voxel_size_nm, artefact.origin_nm)
+
+
+def _chain_first(region: Region, values: dict[str, np.ndarray], rest: Iterator[tuple[Region, dict[str, np.ndarray]]]
+                 ) -> Iterator[tuple[Region, dict[str, np.ndarray]]]:
+    yield region, values
+    yield from rest
 
 
 def _release(array: np.memmap) -> None:
@@ -250,3 +450,4 @@ def _release(array: np.memmap) -> None:
     handle = getattr(array, "_mmap", None)
     if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         handle.madvise(mmap.MADV_DONTNEED)
+

@@ -254,7 +254,7 @@ def compute_chunked_step(store_root: str, method_cls: type, params: Any, inputs:
     for name, (where, ref, kind) in inputs.items():
         if name == port:
             try:
-                loaded[name] = lazy_volume(Path(ref) if where == "file" else store.get(ref, verify=False), chunks)
+                loaded[name] = lazy_volume(Path(ref) if where == "file" else store.get(ref, verify=False))
             except InputError as exc:
                 raise InputFileError(f"input '{name}': {exc}") from exc
         else:

@@ -56,7 +56,7 @@ def test_lazy_inputs_from_ome_zarr_and_mrc(tmp_path) -> None:
     method = cs.method("filter.median", size_voxels=3)
     expected = method(vol).data
     for name in ("v.ome.zarr", "v.mrc"):
-        lazy = lazy_volume(tmp_path / name, 16)
+        lazy = lazy_volume(tmp_path / name)
         assert lazy.shape == vol.shape
         out = run_chunked(method, {"volume": lazy}, 16, tmp_path / "scratch")["volume"]
         np.testing.assert_allclose(np.asarray(out.data), expected, atol=1e-6)
@@ -119,14 +119,14 @@ CHILD = textwrap.dedent("""
     small = scratch + "/small.ome.zarr"
     cs.write(cs.Volume(np.ones((20, 20, 20), np.float32)), small)
     for _ in range(2):
-        run_chunked(method, {{"volume": lazy_volume(small, 10)}}, 10, scratch)
+        run_chunked(method, {{"volume": lazy_volume(small)}}, 10, scratch)
     method(cs.read(small))
     data_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmData"))
     cap = data_kb * 1024 + {cap}  # half the volume on top of what the process holds now
     resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
     try:
         if mode == "chunked":
-            out = run_chunked(method, {{"volume": lazy_volume(path, 32)}}, 32, scratch)["volume"]
+            out = run_chunked(method, {{"volume": lazy_volume(path)}}, 32, scratch)["volume"]
         else:
             out = method(cs.read(path))
     except (MemoryError, cs.InputError) as exc:
