@@ -155,3 +155,28 @@ def test_a_volume_larger_than_the_memory_given_is_processed_chunked(tmp_path) ->
     assert runs["chunked"].returncode == 0, runs["chunked"].stdout + runs["chunked"].stderr[-2000:]
     assert abs(float(runs["chunked"].stdout.split()[-1]) - expected) < 1e-5
     assert runs["whole"].returncode == 3, "the cap must be too small for the whole-array run, or the test proves nothing"
+
+
+def test_peak_memory_is_set_by_the_chunks_not_the_volume(tmp_path) -> None:
+    """A cube 8× larger than the bound is filtered chunked with at most volume/8 allocated at once (tracemalloc).
+
+    The bound: two threads, each holding a 48³ block (the 32³ chunk and its 8-voxel halo), one decoded 64³ stored
+    chunk and the trimmed output, about 1.5 MiB each; one slab of chunks (32 × 256 × 256 plus halos) would need 12 MiB.
+    """
+    import tracemalloc
+
+    vol = volume((256, 256, 256), (1.0, 1.0, 1.0), seed=3)
+    cs.write(vol, tmp_path / "cube.ome.zarr")
+    method = cs.method("filter.gaussian", sigma_nm=2.0)
+    expected = method(vol).data[100:140, 30:90, 200:256].copy()
+    nbytes = vol.data.nbytes
+    del vol
+    lazy = lazy_volume(tmp_path / "cube.ome.zarr")
+    tracemalloc.start()
+    try:
+        out = run_chunked(method, {"volume": lazy}, 32, tmp_path / "scratch", workers=2)["volume"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(np.asarray(out.data[100:140, 30:90, 200:256]), expected, atol=1e-6)
+    assert peak < nbytes / 8, f"peak {peak / 2**20:.1f} MiB for a {nbytes / 2**20:.0f} MiB volume"
