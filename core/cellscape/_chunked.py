@@ -26,10 +26,11 @@ the finished ones are written, and writes each finished chunk into a
 memory-mapped ``.npy`` file per output as it arrives. Memory is bounded by the
 chunks in flight (each: the block grown by its halo, the method's working
 set, the trimmed outputs), not by the volume: a volume larger than the memory
-given to the process is processed chunk by chunk. The first chunk is computed
-first, in the driver: it gives the outputs' dtypes and metadata (class names,
-voxel size) and every non-array output (e.g. the model that was applied, which
-must not depend on the chunk).
+given to the process is processed chunk by chunk. The first chunk back sets
+the result files' dtypes (every other chunk must give the same); the first
+chunk of the grid also hands back the outputs' metadata (class names) and
+every non-array output (e.g. the model that was applied, which must not depend
+on the chunk). It runs as one task among the others, so no worker waits for it.
 
 With the local executor the chunks run on threads of this process. With the
 Dask executor they run on the cluster's workers: the method and its other
@@ -213,17 +214,17 @@ def lazy_volume(source: Artefact | str | os.PathLike[str]) -> LazyVolume:
 # -- one chunk ---------------------------------------------------------------------------------------------------------
 
 class _ChunkJob:
-    """What every chunk needs besides its position: the method, its other inputs, the grid and the outputs' dtypes.
+    """What every chunk needs besides its position: the method, its other inputs, the grid, the array outputs' names.
 
     Sent to each Dask worker once; chunks then refer to it.
     """
 
     def __init__(self, method: Any, port: str, others: Mapping[str, Artefact], voxel_size_nm: tuple[float, ...],
-                 origin_nm: tuple[float, ...], class_names: Mapping[int, str] | None):
+                 origin_nm: tuple[float, ...], class_names: Mapping[int, str] | None, arrays: list[str]):
         self.method, self.port, self.others = method, port, dict(others)
         self.grid = (tuple(voxel_size_nm), tuple(origin_nm))
         self.class_names = class_names
-        self.dtypes: dict[str, np.dtype] = {}
+        self.arrays = list(arrays)
 
     def run_block(self, block: np.ndarray) -> dict[str, Artefact]:
         piece = (Labels(block, self.class_names or {}, *self.grid) if self.class_names is not None
@@ -231,26 +232,31 @@ class _ChunkJob:
         return self.method._check_outputs(self.method.run(**self.others, **{self.port: piece}))
 
 
-def _compute_chunk(job: _ChunkJob, reader: Any, outer: Region, crop: Region) -> dict[str, np.ndarray]:
-    """Run the method on one block (the chunk grown by its halo) and return its array outputs trimmed to the chunk."""
+Chunk = tuple[Region, Region, Region, bool]  # chunk region, block region, chunk within block, is the first chunk
+Finished = tuple[Region, dict[str, np.ndarray], dict[str, Artefact] | None]
+
+
+def _compute_chunk(job: _ChunkJob, reader: Any, outer: Region, crop: Region, first: bool
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Artefact] | None]:
+    """Run the method on one block (the chunk grown by its halo): its array outputs trimmed to the chunk, and for
+    the first chunk every output as metadata (arrays shrunk to one voxel: their class names, the grid)."""
     block = reader.read(outer)
     outputs = job.run_block(block)
     trimmed = {}
-    for name, dtype in job.dtypes.items():
+    for name in job.arrays:
         data = outputs[name].data
         if data.shape != block.shape:
             raise InputError(f"{job.method.name}: output '{name}' is not on the grid of input '{job.port}' "
                              f"({data.shape} from a block of {block.shape}); it cannot be chunked")
-        if data.dtype != dtype:
-            raise InputError(f"{job.method.name}: chunks gave different dtypes for output '{name}' "
-                             f"({data.dtype} and {dtype})")
         trimmed[name] = np.ascontiguousarray(data[crop])
-    return trimmed
+    if not first:
+        return trimmed, None
+    return trimmed, {name: _metadata_only(value) if name in job.arrays else value for name, value in outputs.items()}
 
 
-def _chunk_grid(shape: tuple[int, ...], sizes: tuple[int, ...], depth: tuple[int, ...]
-                ) -> list[tuple[Region, Region, Region]]:
-    """Every chunk as (chunk region, block region = chunk grown by the halo inside the volume, chunk within block)."""
+def _chunk_grid(shape: tuple[int, ...], sizes: tuple[int, ...], depth: tuple[int, ...]) -> list[Chunk]:
+    """Every chunk: its region, its block (the chunk grown by the halo, inside the volume), the chunk within the
+    block, and whether it is the first (z, y, x = 0: its task also hands back the outputs' metadata)."""
     axes = []
     for n, s, d in zip(shape, sizes, depth, strict=True):
         spans = []
@@ -259,22 +265,22 @@ def _chunk_grid(shape: tuple[int, ...], sizes: tuple[int, ...], depth: tuple[int
             low, high = max(0, start - d), min(n, stop + d)
             spans.append((slice(start, stop), slice(low, high), slice(start - low, stop - low)))
         axes.append(spans)
-    return [(tuple(a[0] for a in spans), tuple(a[1] for a in spans), tuple(a[2] for a in spans))  # type: ignore[misc]
+    grid = [(tuple(a[0] for a in spans), tuple(a[1] for a in spans), tuple(a[2] for a in spans))
             for spans in ((z, y, x) for z in axes[0] for y in axes[1] for x in axes[2])]
+    return [(region, outer, crop, n == 0) for n, (region, outer, crop) in enumerate(grid)]  # type: ignore[misc]
 
 
 # -- schedulers: run the chunks, hand back each one's trimmed outputs as it finishes -----------------------------------
 
-def _on_threads(job: _ChunkJob, reader: Any, chunks: list[tuple[Region, Region, Region]], workers: int
-                ) -> Iterator[tuple[Region, dict[str, np.ndarray]]]:
+def _on_threads(job: _ChunkJob, reader: Any, chunks: list[Chunk], workers: int) -> Iterator[Finished]:
     in_flight = 2 * workers
     todo = iter(chunks)
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="cellscape-chunk") as pool:
         running: dict[concurrent.futures.Future, Region] = {}
 
         def fill() -> None:
-            for region, outer, crop in todo:
-                running[pool.submit(_compute_chunk, job, reader, outer, crop)] = region
+            for region, outer, crop, first in todo:
+                running[pool.submit(_compute_chunk, job, reader, outer, crop, first)] = region
                 if len(running) >= in_flight:
                     return
 
@@ -284,15 +290,14 @@ def _on_threads(job: _ChunkJob, reader: Any, chunks: list[tuple[Region, Region, 
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     region = running.pop(future)
-                    yield region, future.result()
+                    yield (region, *future.result())
                 fill()
         finally:
             for future in running:
                 future.cancel()
 
 
-def _on_dask(job: _ChunkJob, reader: Any, chunks: list[tuple[Region, Region, Region]], client: Any
-             ) -> Iterator[tuple[Region, dict[str, np.ndarray]]]:
+def _on_dask(job: _ChunkJob, reader: Any, chunks: list[Chunk], client: Any) -> Iterator[Finished]:
     from distributed import as_completed
 
     workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -305,8 +310,9 @@ def _on_dask(job: _ChunkJob, reader: Any, chunks: list[tuple[Region, Region, Reg
 
     def fill() -> list[Any]:
         submitted = []
-        for region, outer, crop in todo:
-            future = client.submit(_compute_chunk, shared_job, shared_reader, outer, crop, pure=False, retries=2)
+        for region, outer, crop, first in todo:
+            future = client.submit(_compute_chunk, shared_job, shared_reader, outer, crop, first, pure=False,
+                                   retries=2)
             outstanding[future] = region
             submitted.append(future)
             if len(outstanding) >= in_flight:
@@ -322,7 +328,7 @@ def _on_dask(job: _ChunkJob, reader: Any, chunks: list[tuple[Region, Region, Reg
             value = future.result()
             region = outstanding.pop(future)
             future.release()  # the worker may drop the chunk now
-            yield region, value
+            yield (region, *value)
             for more in fill():
                 pending.add(more)
     finally:
@@ -375,37 +381,32 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
         raise InputError(f"{method.name}: chunks {sizes} are smaller than the halo {halo} the method needs; "
                          f"use chunks of at least {max(halo)} voxels")
     depth = tuple(h if s < n else 0 for h, s, n in zip(halo, sizes, shape, strict=True))
-    grid = _chunk_grid(shape, sizes, depth)
-    job = _ChunkJob(method, port, others, lazy.voxel_size_nm, lazy.origin_nm, lazy.class_names)
-    # the first chunk, here: the outputs' dtypes and metadata, and the outputs that are not arrays
-    first_region, first_outer, first_crop = grid[0]
-    first_block = lazy.read(first_outer)
-    probe = job.run_block(first_block)
-    for name in arrays:
-        if probe[name].data.shape != first_block.shape:
-            raise InputError(f"{method.name}: output '{name}' is not on the grid of input '{port}' "
-                             f"({probe[name].data.shape} from a chunk of {first_block.shape}); it cannot be chunked")
-    job.dtypes = {name: probe[name].data.dtype for name in arrays}
-    first = {name: np.ascontiguousarray(probe[name].data[first_crop]) for name in arrays}
-    probe = {name: (value if name not in arrays else _metadata_only(value)) for name, value in probe.items()}
-    del first_block
-
+    job = _ChunkJob(method, port, others, lazy.voxel_size_nm, lazy.origin_nm, lazy.class_names, arrays)
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex
     targets = {name: scratch / f"chunked-{run_id}-{name}.npy" for name in arrays}
     results: dict[str, Any] = {}
+    probe: dict[str, Artefact] | None = None
+    finished: Iterator[Finished] | None = None
     try:
-        for name in arrays:
-            results[name] = np.lib.format.open_memmap(targets[name], mode="w+", dtype=job.dtypes[name], shape=shape)
-        finished: Iterator[tuple[Region, dict[str, np.ndarray]]]
+        grid = _chunk_grid(shape, sizes, depth)
         if scheduler == "threads":
-            finished = _on_threads(job, lazy.reader, grid[1:], workers or os.cpu_count() or 1)
+            finished = _on_threads(job, lazy.reader, grid, workers or os.cpu_count() or 1)
         else:
-            finished = _on_dask(job, lazy.reader, grid[1:], scheduler)
+            finished = _on_dask(job, lazy.reader, grid, scheduler)
         written = 0
-        for region, values in _chain_first(first_region, first, finished):
+        for region, values, metadata in finished:
+            if metadata is not None:
+                probe = metadata
+            if not results:  # the first chunk back sets the result files' dtypes
+                for name in arrays:
+                    results[name] = np.lib.format.open_memmap(targets[name], mode="w+", dtype=values[name].dtype,
+                                                              shape=shape)
             for name in arrays:
+                if values[name].dtype != results[name].dtype:
+                    raise InputError(f"{method.name}: chunks gave different dtypes for output '{name}' "
+                                     f"({values[name].dtype} and {results[name].dtype})")
                 results[name][region] = values[name]
                 written += values[name].nbytes
             if written >= _RELEASE_BYTES:  # written pages belong to the files, not to this process's memory
@@ -417,11 +418,14 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
             result.flush()
             _release(result)
     except BaseException:
+        if finished is not None:
+            finished.close()  # cancels the chunks still queued or running
         results.clear()
         for target in targets.values():
             target.unlink(missing_ok=True)
         raise
     results.clear()
+    assert probe is not None  # the first chunk is among the finished ones
     outputs: dict[str, Artefact] = {name: value for name, value in probe.items() if name not in arrays}
     for name in arrays:
         data = np.load(targets[name], mmap_mode="r")
@@ -437,12 +441,6 @@ def _metadata_only(artefact: Artefact) -> Artefact:
     if isinstance(artefact, Labels):
         return Labels(one, artefact.class_names, artefact.voxel_size_nm, artefact.origin_nm)
     return Volume(one, artefact.voxel_size_nm, artefact.origin_nm)
-
-
-def _chain_first(region: Region, values: dict[str, np.ndarray], rest: Iterator[tuple[Region, dict[str, np.ndarray]]]
-                 ) -> Iterator[tuple[Region, dict[str, np.ndarray]]]:
-    yield region, values
-    yield from rest
 
 
 def _release(array: np.memmap) -> None:
