@@ -49,6 +49,7 @@ region equals the same voxels of the whole-volume features bit for bit;
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -349,7 +350,8 @@ class FeatureBank:
                 names.extend(f"{group}_{i}_s{scale:g}" for i in range(_COUNTS[group]))
         return names
 
-    def compute(self, image: np.ndarray, region: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+    def compute(self, image: np.ndarray, region: tuple[slice, slice, slice] | None = None,
+                threads: int = 1) -> np.ndarray:
         """Features of ``image`` over ``region`` (default: all of it).
 
         Each scale reads the region grown by that scale's halo (mirrored beyond
@@ -361,6 +363,9 @@ class FeatureBank:
         ----------
         image : (z, y, x) real array (a memmap is read only where needed)
         region : three slices with steps of 1, optional
+        threads : int
+            Scales computed at once on this many threads (the compiled filters release the GIL): the work
+            arrays of that many scales live together, the features are the same bit for bit.
 
         Returns
         -------
@@ -373,11 +378,22 @@ class FeatureBank:
             region = tuple(slice(0, n) for n in shape)  # type: ignore[assignment]
         bounds = [s.indices(n)[:2] for s, n in zip(region, shape, strict=True)]  # type: ignore[arg-type]
         out = np.empty((self.n_features, *(b - a for a, b in bounds)), np.float32)
-        channel = 0
-        for scale in self.scales:
-            for feature in self._scale_features(image, bounds, scale):
-                out[channel] = feature
-                channel += 1
+        per_scale = self.n_features // len(self.scales)
+
+        def one_scale(index: int) -> None:
+            for channel, feature in enumerate(self._scale_features(image, bounds, self.scales[index])):
+                out[index * per_scale + channel] = feature
+
+        if threads <= 1 or len(self.scales) == 1:
+            for index in range(len(self.scales)):
+                one_scale(index)
+            return out
+        # the widest scales first (their blocks grown by the halo are the most work), the others fill the threads in
+        order = sorted(range(len(self.scales)), key=lambda i: -int(np.prod(
+            [b - a + 2 * h for (a, b), h in zip(bounds, self.scale_halo(self.scales[i]), strict=True)])))
+        with concurrent.futures.ThreadPoolExecutor(min(threads, len(self.scales))) as pool:
+            for done in pool.map(one_scale, order):
+                del done
         return out
 
     def _scale_features(self, image: np.ndarray, bounds: list[tuple[int, int]], scale: float) -> Iterator[np.ndarray]:

@@ -20,15 +20,15 @@ Memory
 ------
 Beyond the input volume and the outputs (labels: 1 byte per voxel up to 255
 classes, 2 up to 65 535; probability: 4 bytes per voxel, 2 with
-``probability_dtype="float16"``), prediction needs, per thread (``n_jobs``
-blocks are classified at once), the block's feature stack and the filters'
-work arrays at the largest scale on the block grown by the halo h:
+``probability_dtype="float16"``), prediction holds one block at a time: its
+feature stack and the filters' work arrays of the scales being filtered (the
+``n_jobs`` threads filter different scales of the same block, then split its
+voxels for the traversal), the widest on the block grown by the halo h:
 about ``4 bytes × (n_features · B³ + 4 · (B + 2h)³)`` for a block edge B —
-independent of the volume size. With the default bank (60 features, halo 60
-voxels at 4σ of σ = 10 plus the structure tensor's σ/2) and B = 64, that is
-about 160 MB per thread (measured 129 MB for an interior block; see
-``benchmarks/results/segment.md``). Smaller blocks take less memory and more
-time: every block recomputes its halo.
+independent of the volume size and of ``n_jobs``. With the default bank (60
+features, halo 60 voxels: 4σ of σ = 10 plus the structure tensor's σ/2) and
+B = 64, that is about 160 MB (measured: see ``benchmarks/results/segment.md``).
+Smaller blocks take less memory and more time: every block recomputes its halo.
 
 Applying a trained model is also chunk-safe for the runner (a step with
 ``chunks:``, see ``cellscape._chunked``): ``chunk_port`` is the volume and
@@ -116,9 +116,9 @@ class RandomForestParams:
     seed: int = cs.param(0, ge=0, help="random seed: same seed and labels, same forest")
     chunk_voxels: int = cs.param(64, ge=8, unit="voxel",
                                  help="edge B of the cubic blocks whose features are computed and classified at a time: "
-                                 "memory beyond the input and outputs is about n_jobs x 4 bytes x (n_features B^3 + "
-                                 "4 (B + 2 halo)^3), whatever the volume size (about 160 MB per thread for the default "
-                                 "bank and B = 64); the result does not depend on it")
+                                 "memory beyond the input and outputs is about 4 bytes x (n_features B^3 + "
+                                 "4 (B + 2 halo)^3), whatever the volume size (about 160 MB for the default bank and "
+                                 "B = 64); the result does not depend on it")
     probability_dtype: str = cs.param("float32", choices=("float32", "float16"),
                                       help="dtype of the 'probability' output (float16: half the memory, the "
                                       "probability to 3 significant digits; labels do not change)")
@@ -465,7 +465,7 @@ class RandomForest(cs.Segmenter):
         def classify(region: tuple[slice, ...]) -> None:
             out[(slice(None), *region)] = self._chunk_probabilities(volume, bank, region)
 
-        self._each_chunk(classify, chunk_regions(volume.shape, self.params.chunk_voxels), "predicting")
+        self._each_block(classify, chunk_regions(volume.shape, self.params.chunk_voxels))
         return out
 
     def feature_bank(self, volume: cs.Volume, trained: bool = False) -> FeatureBank:
@@ -529,7 +529,7 @@ class RandomForest(cs.Segmenter):
     def _chunk_probabilities(self, volume: cs.Volume, bank: FeatureBank, region: tuple[slice, ...]) -> np.ndarray:
         """(K, rz, ry, rx) float32 class probabilities of one chunk, re-weighted to the model's prior."""
         tables = self._require_tables()
-        features = self._features(volume, bank, region)
+        features = self._features(volume, bank, region, self.params.n_jobs)
         probabilities = tables.predict_proba(features.reshape(bank.n_features, -1))
         if self._prior_weights is not None:
             probabilities *= self._prior_weights[:, None]
@@ -555,7 +555,7 @@ class RandomForest(cs.Segmenter):
             labels[region] = classes[winner]
             confidence[region] = np.take_along_axis(probabilities, winner[None], 0)[0]
 
-        self._each_chunk(classify, chunk_regions(volume.shape, self.params.chunk_voxels), "predicting")
+        self._each_block(classify, chunk_regions(volume.shape, self.params.chunk_voxels))
         labels.flags.writeable = confidence.flags.writeable = False  # finished: the artefacts take them without a copy
         names = {int(k): v for k, v in meta.get("class_names", {}).items()}
         return {
@@ -563,6 +563,17 @@ class RandomForest(cs.Segmenter):
             "probability": cs.Volume(confidence, volume.voxel_size_nm, volume.origin_nm),
             "model": self.model,
         }
+
+    def _each_block(self, work: Callable[[tuple[slice, ...]], None], regions: Sequence[tuple[slice, ...]]) -> None:
+        """``work`` on one block after the other, each block using the ``n_jobs`` threads.
+
+        The threads share a block: its scales are filtered on them at once (the
+        widest first) and its voxels are split between them for the traversal,
+        so one block's features exist at a time, whatever ``n_jobs`` is.
+        """
+        with _threads(self.params.n_jobs):
+            for region in self.progress(regions, total=len(regions), description="predicting"):
+                work(region)
 
     def _each_chunk(self, work: Callable[[Any], T], chunks: Sequence[Any], description: str) -> list[T]:
         """``work`` on every chunk, on up to ``n_jobs`` threads; results in the order of ``chunks``.
@@ -613,13 +624,13 @@ class RandomForest(cs.Segmenter):
             f"{list(bank.scales)} give {bank.n_features}: the model file is inconsistent; retrain it"
         )
 
-    def _features(self, volume: cs.Volume, bank: FeatureBank, region: tuple[slice, ...]) -> np.ndarray:
+    def _features(self, volume: cs.Volume, bank: FeatureBank, region: tuple[slice, ...], threads: int = 1) -> np.ndarray:
         # fit and predict within one segment() call see the same volume: compute each chunk's features once
         if self._cache is None or bank.n_features * volume.data.size * 4 > _FEATURE_CACHE_BYTES:
-            return bank.compute(volume.data, region)  # type: ignore[arg-type]
+            return bank.compute(volume.data, region, threads)  # type: ignore[arg-type]
         key = (id(volume), *(s.start for s in region))
         if key not in self._cache:
-            self._cache[key] = bank.compute(volume.data, region)  # type: ignore[arg-type]
+            self._cache[key] = bank.compute(volume.data, region, threads)  # type: ignore[arg-type]
         return self._cache[key]
 
 

@@ -220,8 +220,10 @@ def test_block_prediction_equals_the_features_of_the_whole_volume_classified_at_
     rf = RandomForest(**FAST, chunk_voxels=9, n_jobs=2).load(trained["model"])
     bank = rf.feature_bank(volume, trained=True)
     assert bank.halo == (11, 21, 21)  # wider than the 9-voxel blocks: every block reads far beyond itself
-    # the whole-volume computation: one feature stack of the whole volume, one traversal of all its voxels
-    whole = rf._chunk_probabilities(volume, bank, tuple(slice(0, n) for n in volume.shape))
+    # the whole-volume computation: one feature stack of the whole volume (its scales one after the other on one
+    # thread), one traversal of all its voxels
+    serial = RandomForest(**FAST, n_jobs=1).load(trained["model"])
+    whole = serial._chunk_probabilities(volume, bank, tuple(slice(0, n) for n in volume.shape))
     np.testing.assert_array_equal(rf.predict_proba(volume), whole)
     out = rf(volume)
     np.testing.assert_array_equal(out["labels"].data, np.array([1, 2, 3], np.uint8)[whole.argmax(0)])
@@ -268,7 +270,7 @@ def test_memory_beyond_input_and_outputs_is_bounded_by_the_block_not_the_volume(
         volume = cs.Volume(rng.normal(0.7, 0.2, (n, n, n)).astype(np.float32), 4.0)
         work[n] = _work_memory(rf, volume)
     n_features, halo = 30, (21, 21, 21)
-    # one block's features and its filters' work arrays on the block grown by the halo (see the module docstring)
+    # one block's features and the filters' work arrays on the block grown by the halo (see the module docstring)
     bound = 4 * (n_features * edge**3 + 4 * int(np.prod([edge + 2 * h for h in halo])))
     stack = 4 * n_features * 96**3  # what the features of the whole 96³ volume would take
     assert bound < stack / 25  # the bound can tell a blocked prediction from a whole-volume one
@@ -276,9 +278,9 @@ def test_memory_beyond_input_and_outputs_is_bounded_by_the_block_not_the_volume(
     # 8x the voxels: the same largest block, and a few hundred bytes of bookkeeping per block (measured +0.1 to
     # +0.2 MB); the features of the whole volume would add 4 x 30 x (96³ - 48³) bytes = 93 MB
     assert work[96] - work[48] <= 0.1 * bound, work
-    # two threads classify two blocks at once: twice the bound at most
+    # two threads share a block (two scales filtered at once): still within the bound (measured 2.9 MB)
     two = RandomForest(**FAST, chunk_voxels=edge, n_jobs=2).load(trained["model"])
-    assert _work_memory(two, volume) <= 2 * bound
+    assert _work_memory(two, volume) <= bound
 
 
 def test_runner_chunks_equal_the_whole_volume_and_need_the_halo(phantom, trained, tmp_path: Path) -> None:
