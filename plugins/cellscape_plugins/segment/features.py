@@ -392,8 +392,7 @@ class FeatureBank:
         order = sorted(range(len(self.scales)), key=lambda i: -int(np.prod(
             [b - a + 2 * h for (a, b), h in zip(bounds, self.scale_halo(self.scales[i]), strict=True)])))
         with concurrent.futures.ThreadPoolExecutor(min(threads, len(self.scales))) as pool:
-            for done in pool.map(one_scale, order):
-                del done
+            list(pool.map(one_scale, order))  # raises a scale's error here
         return out
 
     def _scale_features(self, image: np.ndarray, bounds: list[tuple[int, int]], scale: float) -> Iterator[np.ndarray]:

@@ -25,9 +25,10 @@ feature stack and the filters' work arrays of the scales being filtered (the
 ``n_jobs`` threads filter different scales of the same block, then split its
 voxels for the traversal), the widest on the block grown by the halo h:
 about ``4 bytes × (n_features · B³ + 4 · (B + 2h)³)`` for a block edge B —
-independent of the volume size and of ``n_jobs``. With the default bank (60
-features, halo 60 voxels: 4σ of σ = 10 plus the structure tensor's σ/2) and
-B = 64, that is about 160 MB (measured: see ``benchmarks/results/segment.md``).
+independent of the volume size, and growing little with ``n_jobs`` (the other
+scales' work arrays are smaller than the widest one's). With the default bank
+(60 features, halo 60 voxels: 4σ of σ = 10 plus the structure tensor's σ/2)
+and B = 64, that is about 160 MB (measured: see ``benchmarks/results/segment.md``).
 Smaller blocks take less memory and more time: every block recomputes its halo.
 
 Applying a trained model is also chunk-safe for the runner (a step with
