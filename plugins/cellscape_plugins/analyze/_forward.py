@@ -306,6 +306,28 @@ class CachedForward:
             temporary.replace(path)
         return outputs
 
+    def record(self, theta: np.ndarray, outputs: np.ndarray) -> None:
+        """Count and cache a run of the model at θ computed elsewhere (e.g. a snapshot run of a reduced basis)."""
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        outputs = np.asarray(outputs, dtype=np.float64).reshape(-1)
+        if outputs.shape != (self.n_outputs,):
+            raise cs.InputError(f"the forward model returned {outputs.size} outputs, expected {self.n_outputs}")
+        with self._lock:
+            self.runs += 1
+            self.memory[theta.tobytes()] = outputs
+        path = self._file(theta)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
+            np.savez(temporary, outputs=outputs, theta=theta)
+            temporary.replace(path)
+
+    def record_failure(self, theta: np.ndarray, error: BaseException) -> None:
+        """Count and record a run at θ that failed elsewhere."""
+        with self._lock:
+            self.runs += 1
+            self.failures.append((tuple(float(v) for v in np.asarray(theta, float)), f"{type(error).__name__}: {error}"))
+
     def __call__(self, theta: np.ndarray) -> np.ndarray:
         """Outputs at one θ (shape (m,); NaN when the model failed there)."""
         return self._one(np.asarray(theta, dtype=np.float64))
@@ -423,7 +445,10 @@ class SolverForward:
         return rows
 
     def __call__(self, theta: np.ndarray) -> np.ndarray:
-        output = self.output_at(theta)
+        return self.extract(self.output_at(theta))
+
+    def extract(self, output: cs.Table | cs.Fields) -> np.ndarray:
+        """The output vector (observed columns at the observed times) of a solver output."""
         rows = self.check_output(output)
         if isinstance(output, cs.Fields):
             return np.concatenate([np.asarray(output.values[c], float)[rows].ravel() for c in self.columns])

@@ -240,20 +240,31 @@ def surrogate_fit(forward: CachedForward, observed: np.ndarray, specs: list[Para
                           observed.size)
     final_specs = [attrs.evolve(s, initial=float(v)) for s, v in zip(specs, to_theta(z_new), strict=True)]
     final = fit_least_squares(cheap, observed, final_specs, sigma, n_starts=1, confidence=confidence)
-    real = forward(final.estimate)  # usually a cache hit: the last refinement point
-    if np.isfinite(real).all():
-        residuals = observed - real
-        dof = final.dof
-        r = residuals * weight
-        s2 = float(r @ r) / dof if (sigma is None and dof > 0) else 1.0
-        rescale = math.sqrt(s2) / final.sigma_hat if sigma is None and final.sigma_hat > 0 else 1.0
-        final = attrs.evolve(final, predicted=real, residuals=residuals, cost=float(0.5 * r @ r),
-                             sigma_hat=math.sqrt(s2), std_error=final.std_error * rescale,
-                             covariance=final.covariance * rescale**2,
-                             ci_low=_rescale_interval(final, specs, rescale, low=True),
-                             ci_high=_rescale_interval(final, specs, rescale, low=False))
+    final = with_real_residuals(final, forward(final.estimate), observed, specs, sigma)  # usually a cache hit
     return SurrogateFit(final, forward.runs - runs_before, rounds, errors,
                         np.stack([to_theta(z) for z in design_z]), gp)
+
+
+def with_real_residuals(final: FitResult, real: np.ndarray, observed: np.ndarray, specs: list[ParameterSpec],
+                        sigma: np.ndarray | None) -> FitResult:
+    """A fit on a surrogate with the real model's predictions, residuals and s at its estimate.
+
+    The standard errors and intervals (from the surrogate's Jacobian) are scaled by s_real / s_surrogate.
+    ``real`` holding NaN (the real model failed there) leaves ``final`` as it is.
+    """
+    if not np.isfinite(real).all():
+        return final
+    weight = 1.0 / np.asarray(sigma, float) if sigma is not None else np.ones(observed.size)
+    residuals = observed - real
+    dof = final.dof
+    r = residuals * weight
+    s2 = float(r @ r) / dof if (sigma is None and dof > 0) else 1.0
+    rescale = math.sqrt(s2) / final.sigma_hat if sigma is None and final.sigma_hat > 0 else 1.0
+    return attrs.evolve(final, predicted=real, residuals=residuals, cost=float(0.5 * r @ r),
+                        sigma_hat=math.sqrt(s2), std_error=final.std_error * rescale,
+                        covariance=final.covariance * rescale**2,
+                        ci_low=_rescale_interval(final, specs, rescale, low=True),
+                        ci_high=_rescale_interval(final, specs, rescale, low=False))
 
 
 def _rescale_interval(result: FitResult, specs: list[ParameterSpec], factor: float, low: bool) -> np.ndarray:
@@ -271,6 +282,6 @@ def _rescale_interval(result: FitResult, specs: list[ParameterSpec], factor: flo
 def describe(fit: SurrogateFit) -> dict[str, Any]:
     """Numbers for the runs table."""
     errors = fit.validation_errors
-    return {"surrogate_solver_runs": float(fit.solver_runs), "surrogate_rounds": float(fit.rounds),
+    return {"surrogate": "gp", "surrogate_solver_runs": float(fit.solver_runs), "surrogate_rounds": float(fit.rounds),
             "surrogate_validation_error": float(errors[-1]) if errors else math.nan,
             "surrogate_validation_error_max": float(max(errors)) if errors else math.nan}

@@ -21,8 +21,12 @@ Multi-start runs the optimizer also from scrambled Sobol points of the box
 and keeps the lowest cost. Every forward run is cached (memory, and
 ``cache_dir`` on disk), so a refit reruns no simulation. With ``surrogate:
 gp`` the fit runs on a Gaussian-process surrogate refined at its optimum
-(:mod:`._surrogate`); its intervals use the surrogate's Jacobian and the real
-model's residuals.
+(:mod:`._surrogate`); with ``surrogate: reduced_basis`` (or ``auto``) on a
+POD–Galerkin reduced model of a linear solver model whose parameters enter
+affinely, refined greedily at its estimates (:mod:`._reduced_basis`; a
+nonlinear or non-affine model falls back to the GP, saying why). Either
+way the intervals use the surrogate's Jacobian and the real model's residuals,
+and the runs table records the surrogate, its solver runs and validation error.
 """
 
 from __future__ import annotations
@@ -360,8 +364,14 @@ class FitParams:
     seed: int = cs.param(0, help="seed of the multi-start points")
     workers: int = cs.param(1, ge=1, help="forward runs of a Jacobian in parallel (threads)")
     cache_dir: str | None = cs.param(None, help="folder of the on-disk cache of forward runs (e.g. in the run directory)")
-    surrogate: str = cs.param("none", choices=("none", "gp"),
-                              help="gp: fit on a Gaussian-process surrogate refined at its optimum (fewer solver runs)")
+    surrogate: str = cs.param(
+        "none", choices=("none", "auto", "reduced_basis", "gp"),
+        help="fit on a surrogate (fewer solver runs): reduced_basis = POD-Galerkin reduced model of a linear solver "
+             "model with affine parameters, refined greedily (falls back to gp, with a warning naming the term, "
+             "when the model is not linear/affine); gp = Gaussian process refined at its optimum; auto = "
+             "reduced_basis where the model allows it, else gp")
+    reduced_basis_tolerance: float = cs.param(
+        1e-8, gt=0, lt=1, help="POD energy tolerance of the reduced basis (relative RMS of discarded snapshot energy)")
     surrogate_points: int | None = cs.param(None, ge=1, help="initial surrogate design runs (default 2 p + 2)")
 
     def __attrs_post_init__(self) -> None:
@@ -415,14 +425,10 @@ class Fit(cs.Analyzer):
             sigma, output = None, p.solver_fields_output
         model = SolverForward(self.name, p.solver, p.solver_params, specs, mesh, times, columns, output)
         forward = CachedForward(model, model.n_outputs, model.key, p.cache_dir, p.workers)
-        extra: dict[str, float] = {}
+        extra: dict[str, float | str] = {}
         try:
-            if p.surrogate == "gp":
-                from ._surrogate import describe, surrogate_fit
-
-                accelerated = surrogate_fit(forward, vector, specs, sigma, p.surrogate_points or 2 * len(specs) + 2,
-                                            n_starts=max(p.n_starts, 8), seed=p.seed, confidence=p.confidence)
-                result, extra = accelerated.result, describe(accelerated)
+            if p.surrogate != "none":
+                result, extra = self._surrogate_fit(model, forward, vector, specs, sigma)
             else:
                 result = fit_least_squares(forward, vector, specs, sigma, p.n_starts, p.seed, p.confidence,
                                            p.max_iterations)
@@ -434,9 +440,37 @@ class Fit(cs.Analyzer):
         return self.tables(result, specs, columns, times, sigma, forward, units, extra,
                            n_points=len(mesh.points) if observed_fields is not None else 1)
 
+    def _surrogate_fit(self, model: SolverForward, forward: CachedForward, vector: np.ndarray,
+                       specs: list[ParameterSpec], sigma: np.ndarray | None) -> tuple[FitResult, dict[str, Any]]:
+        """The fit on the chosen surrogate; a model the reduced basis cannot take falls back to the GP."""
+        from ._surrogate import describe, surrogate_fit
+
+        p = self.params
+        fallback = ""
+        if p.surrogate in ("auto", "reduced_basis"):
+            from . import _reduced_basis as rb
+
+            try:
+                reduced = rb.reduced_basis_fit(model, forward, vector, specs, sigma, n_starts=max(p.n_starts, 8),
+                                               seed=p.seed, confidence=p.confidence,
+                                               pod_tolerance=p.reduced_basis_tolerance)
+                return reduced.result, rb.describe(reduced)
+            except rb.ReducedBasisUnavailable as exc:
+                fallback = f"{exc}; using the Gaussian-process surrogate instead"
+                if p.surrogate == "reduced_basis":
+                    import warnings
+
+                    warnings.warn(fallback, stacklevel=3)
+        accelerated = surrogate_fit(forward, vector, specs, sigma, p.surrogate_points or 2 * len(specs) + 2,
+                                    n_starts=max(p.n_starts, 8), seed=p.seed, confidence=p.confidence)
+        extra = describe(accelerated)
+        if fallback:
+            extra["surrogate_fallback"] = fallback
+        return accelerated.result, extra
+
     def tables(self, result: FitResult, specs: list[ParameterSpec], columns: list[str], times: np.ndarray,
                sigma: np.ndarray | None, forward: CachedForward, units: list[str] | None = None,
-               extra_runs: dict[str, float] | None = None, n_points: int = 1) -> dict[str, cs.Table]:
+               extra_runs: dict[str, float | str] | None = None, n_points: int = 1) -> dict[str, cs.Table]:
         """The method's output tables from a fit result (also used with Python forward models).
 
         With field snapshots (``n_points`` values per species and time) the residual rows hold node means.

@@ -427,12 +427,13 @@ class UQ(cs.Analyzer):
                 "runs": runs_table(forward)}
 
 
-def runs_table(forward: CachedForward, extra: Mapping[str, float] | None = None) -> cs.Table:
+def runs_table(forward: CachedForward, extra: Mapping[str, float | str] | None = None) -> cs.Table:
     """Forward-run bookkeeping as a quantity/value table, with the first few failure messages."""
     stats = {**forward.statistics(), **(extra or {})}
     quantities = list(stats)
-    values = [float(v) for v in stats.values()]
-    notes = [""] * len(quantities)
+    # a text entry (e.g. which surrogate ran) goes to the note column
+    values = [math.nan if isinstance(v, str) else float(v) for v in stats.values()]
+    notes = [v if isinstance(v, str) else "" for v in stats.values()]
     for theta, error in forward.failures[:5]:
         quantities.append("failed at theta")
         values.append(float("nan"))

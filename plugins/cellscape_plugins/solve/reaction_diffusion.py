@@ -67,7 +67,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DiscreteSystem",
+    "LinearForm",
     "NewtonFailure",
+    "NonlinearModelError",
     "ReactionDiffusion",
     "ReactionDiffusionParams",
     "SolverDivergedError",
@@ -89,6 +91,10 @@ class SolverDivergedError(cs.InputError):
     def __init__(self, message: str, partial: dict[str, cs.Artefact] | None = None):
         super().__init__(message)
         self.partial = partial or {}
+
+
+class NonlinearModelError(cs.InputError):
+    """The model has no linear form (a rate nonlinear in the species, a time-dependent coefficient, adaptive steps)."""
 
 
 class NewtonFailure(ArithmeticError):
@@ -281,6 +287,28 @@ class DiscreteSystem:
         if self.linear:
             return self._constant_jacobian
         return self._constant_jacobian + self._reaction_jacobian(u, t, constant_part=False)
+
+    def nonlinear_reactions(self) -> list[str]:
+        """Why the system is not linear: one line per reaction whose rate is nonlinear in the species or has a
+        time-dependent coefficient of a species (empty for a linear system)."""
+        species = set(self.bound.model.species)
+        found = []
+        for reaction in self.bound.model.reactions:
+            for name in sorted(reaction.rate.symbols & species):
+                depends = reaction.rate.derivative(name).symbols
+                if depends & species:
+                    found.append(f"reaction '{reaction.name}' (rate '{reaction.rate.text}') is nonlinear in "
+                                 f"{', '.join(sorted(depends & species))}")
+                    break
+                if "t" in depends:
+                    found.append(f"reaction '{reaction.name}' (rate '{reaction.rate.text}') has a time-dependent "
+                                 f"coefficient of {name}")
+                    break
+            else:
+                if "t" in reaction.rate.symbols and reaction.rate.symbols & species:
+                    found.append(f"reaction '{reaction.name}' (rate '{reaction.rate.text}') mixes time and species "
+                                 "(split it into a species term and a time-dependent source)")
+        return found
 
     # -- Dirichlet ------------------------------------------------------------
     def dirichlet_values(self, t: float) -> np.ndarray:
@@ -641,6 +669,49 @@ def integrate(system: DiscreteSystem, initial: np.ndarray, t_end: float, dt: flo
 
 
 @attrs.frozen
+class LinearForm:
+    """A linear model discretized by the solver, for reduced-order models (analyze.fit ``surrogate: reduced_basis``)::
+
+        M du/dt + A u = f(t)   on the free unknowns,    u = g(t)   on the Dirichlet unknowns
+
+    with ``A = K − ∂F/∂u`` (constant: the model is linear) and ``f(t) = F(0, t)``, time-stepped by
+    :attr:`integrate` exactly as the solver does (same scheme, Δt and saved times).
+
+    Attributes
+    ----------
+    mass, operator : scipy.sparse.csr_matrix, shape (n, n)
+        ``M`` (µm³ or µm²) and ``A`` (µm³/s or µm²/s).
+    initial : ndarray, shape (n,)
+        State at t = 0 (species units), Dirichlet values imposed.
+    dirichlet_dofs : ndarray of int
+    source : callable
+        ``source(t) -> (n,)``: ``f(t)`` (species unit · µm³/s or · µm²/s).
+    dirichlet_values : callable
+        ``dirichlet_values(t) -> (n_dirichlet,)``, aligned with ``dirichlet_dofs``.
+    output_times_s : ndarray
+        The saved times.
+    integrate : callable
+        ``integrate(stepper, initial) -> Integration``: the solver's time stepping applied to any object with
+        the :meth:`DiscreteSystem.solve_implicit` signature (the discrete system itself, or a reduced one).
+    observe : callable
+        ``observe(times_s, states) -> {"fields", "probes"}``: the solver's outputs of states (n_times, n); linear in them.
+    system : DiscreteSystem
+    """
+
+    mass: Any
+    operator: Any
+    initial: np.ndarray
+    dirichlet_dofs: np.ndarray
+    source: Callable[[float], np.ndarray]
+    dirichlet_values: Callable[[float], np.ndarray]
+    output_times_s: np.ndarray
+    integrate: Callable[[Any, np.ndarray], Integration]
+    observe: Callable[[np.ndarray, np.ndarray], dict[str, cs.Artefact]]
+    system: DiscreteSystem
+
+
+
+@attrs.frozen
 class ReactionDiffusionParams:
     model: dict[str, Any] = cs.param(
         help="species, parameters, reactions and boundary_conditions (see the solve.reaction_diffusion docs)")
@@ -718,6 +789,41 @@ class ReactionDiffusion(PetscCollective, cs.Solver):
                                   petsc_options=p.petsc_options)
         except cs.InputError as exc:
             raise type(exc)(f"{self.name}: {exc}") from exc
+
+    def linear_form(self, mesh: cs.TetMesh) -> LinearForm:
+        """The discretized model as a :class:`LinearForm` (assembly only, no time stepping).
+
+        Raises
+        ------
+        NonlinearModelError
+            Naming each reaction that is nonlinear in the species or has a time-dependent coefficient, or
+            when ``adaptive: true`` (its steps depend on the solution).
+        """
+        from ._output import make_outputs, step_table
+
+        p = self.params
+        if p.adaptive:
+            raise NonlinearModelError(f"{self.name}: adaptive: true chooses the time steps from the solution; a "
+                                      "linear form needs fixed steps (adaptive: false)")
+        system = self.system(mesh)
+        if not system.linear:
+            reasons = system.nonlinear_reactions() or ["a rate law depends on the species nonlinearly"]
+            raise NonlinearModelError(f"{self.name}: the model is not linear: " + "; ".join(reasons))
+        zero = np.zeros(system.size)
+        schedule = output_schedule(p)
+
+        def run(stepper: Any, initial: np.ndarray) -> Integration:
+            return integrate(stepper, initial, p.t_end_s, p.dt_s, schedule, p.scheme, False,
+                             newton_rtol=p.newton_rtol, newton_atol=p.newton_atol,
+                             newton_max_iterations=p.newton_max_iterations)
+
+        def observe(times: np.ndarray, states: np.ndarray) -> dict[str, cs.Artefact]:
+            return make_outputs(system, np.asarray(times, float), np.asarray(states, float), step_table({}),
+                                p.probes_nm)
+
+        return LinearForm(system.mass, (system.stiffness - system.reaction_jacobian(zero, 0.0)).tocsr(),
+                          system.initial_state(), system.dirichlet_dofs, lambda t: system.reactions(zero, t),
+                          system.dirichlet_values, schedule, run, observe, system)
 
     def simulate(self, mesh: cs.TetMesh) -> dict[str, cs.Artefact]:
         """Run the simulation; return ``{"fields", "probes", "steps"}``.
