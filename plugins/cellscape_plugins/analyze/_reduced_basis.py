@@ -122,7 +122,11 @@ class AffineModel:
         self.dirichlet_dofs = self.mid_form.dirichlet_dofs
 
     def form(self, theta: np.ndarray) -> Any:
-        """The solver's :class:`LinearForm` at θ (assembled now)."""
+        """The solver's linear form at θ (assembled now).
+
+        A solver offers one through a ``linear_form(mesh)`` method (see ``solve.reaction_diffusion``) and
+        signals a model without one by raising an InputError subclass named ``NonlinearModelError``.
+        """
         method = cs.method(self.model.solver, **self.model.params_at(np.asarray(theta, float)))
         if not hasattr(method, "linear_form"):
             raise ReducedBasisUnavailable(f"{self.model.where}: solver '{self.model.solver}' offers no linear form "
@@ -314,6 +318,8 @@ class ReducedBasisFit:
         Reduced-model runs (the fit's forward evaluations).
     design : ndarray, shape (n, p)
         Every θ the full model was run at.
+    validated : bool
+        The last reduced model met ``accuracy`` at its estimate (False: ``max_rounds`` ran out first).
     """
 
     result: Any
@@ -324,6 +330,7 @@ class ReducedBasisFit:
     assemblies: int
     reduced_evaluations: int
     design: np.ndarray
+    validated: bool
 
 
 def full_run(affine: AffineModel, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -412,6 +419,7 @@ def reduced_basis_fit(model: SolverForward, forward: CachedForward, observed: np
     sizes: list[int] = []
     evaluations = 0
     rounds = 0
+    validated = False
     for rounds in range(1, max_rounds + 1):
         basis, _ = pod_basis(snapshots, pod_tolerance)
         reduced = ReducedModel(affine, basis)
@@ -426,7 +434,8 @@ def reduced_basis_fit(model: SolverForward, forward: CachedForward, observed: np
         theta = on_reduced.estimate
         predicted = on_reduced.predicted
         if any(np.array_equal(theta, d) for d in design):
-            break  # the full model already ran here and the reduced model reproduces its snapshots
+            validated = True  # the full model already ran here and the reduced model reproduces its snapshots
+            break
         real, new = run_full(theta)
         design.append(theta)
         errors.append(float(np.linalg.norm(predicted - real) / max(np.linalg.norm(real), 1e-300)))
@@ -434,11 +443,12 @@ def reduced_basis_fit(model: SolverForward, forward: CachedForward, observed: np
         spread = math.sqrt(float(r @ r) / max(observed.size - p, 1)) if sigma is None else 1.0
         miss = math.sqrt(float(np.mean(((predicted - real) * weight) ** 2)))
         if miss <= accuracy * spread:
+            validated = True
             break
         snapshots = np.column_stack([snapshots, new])
     final = with_real_residuals(on_reduced, forward(theta), observed, specs, sigma)  # a cache hit: run above
     return ReducedBasisFit(final, forward.runs - runs_before, rounds, errors, sizes, affine.assemblies,
-                           evaluations, np.array(design))
+                           evaluations, np.array(design), validated)
 
 
 def describe(fit: ReducedBasisFit) -> dict[str, Any]:
@@ -449,4 +459,4 @@ def describe(fit: ReducedBasisFit) -> dict[str, Any]:
             "surrogate_validation_error": float(errors[-1]) if errors else math.nan,
             "surrogate_validation_error_max": float(max(errors)) if errors else math.nan,
             "reduced_basis_size": float(fit.basis_sizes[-1]), "reduced_basis_assemblies": float(fit.assemblies),
-            "reduced_model_runs": float(fit.reduced_evaluations)}
+            "reduced_model_runs": float(fit.reduced_evaluations), "reduced_basis_validated": float(fit.validated)}

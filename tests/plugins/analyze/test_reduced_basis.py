@@ -116,7 +116,7 @@ def test_the_greedy_loop_adds_snapshots_until_the_reduced_model_is_validated() -
     direct = fit_least_squares(direct_forward, observed, specs)
     forward = CachedForward(model, model.n_outputs)
     fast = reduced_basis_fit(model, forward, observed, specs)
-    assert fast.rounds >= 2 and fast.validation_errors[0] > 1e-4 and fast.validation_errors[-1] < 1e-6
+    assert fast.validated and fast.rounds >= 2 and fast.validation_errors[0] > 1e-4 and fast.validation_errors[-1] < 1e-6
     assert fast.basis_sizes[-1] > fast.basis_sizes[0]
     assert fast.solver_runs == forward.runs == fast.rounds + 1 <= 4
     assert direct_forward.runs >= 5 * fast.solver_runs
@@ -131,7 +131,7 @@ def test_analyze_fit_reduced_basis_records_what_it_did(mesh: cs.TetMesh) -> None
     assert rows["surrogate"]["note"] == "reduced_basis"
     assert rows["forward_runs"]["value"] == rows["surrogate_solver_runs"]["value"] <= 3
     assert 1 <= rows["reduced_basis_size"]["value"] < len(mesh.points)
-    assert rows["surrogate_validation_error"]["value"] < 1e-6
+    assert rows["surrogate_validation_error"]["value"] < 1e-6 and rows["reduced_basis_validated"]["value"] == 1
     estimates = dict(zip(out["table"].columns["parameter"], out["table"].columns["estimate"], strict=True))
     assert estimates["k"] == pytest.approx(0.5, rel=0.2) and estimates["D"] == pytest.approx(0.1, rel=0.3)
 
