@@ -1,5 +1,5 @@
 """segment.unet: learns from sparse labels, sees context slices, corrects the class prior, deterministic, saves and
-loads safely, tiles without seams, averages mirror images."""
+loads safely, tiles without seams, averages mirror images and transposes."""
 
 from __future__ import annotations
 
@@ -108,6 +108,17 @@ def test_mirror_averaging_makes_the_prediction_mirror_symmetric(trained) -> None
     np.testing.assert_allclose(averaged.predict_proba(flipped), averaged.predict_proba(volume)[:, :, ::-1], atol=1e-5)
     single = cs.method("segment.unet", test_time_flips=False, **SMALL).load(unet.model)
     assert np.abs(single.predict_proba(flipped) - single.predict_proba(volume)[:, :, ::-1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("view", ["transposed", "upside down"])
+def test_test_time_averaging_covers_transposes_and_z_mirrors(trained, view) -> None:
+    unet, volume, _, _ = trained  # 2 context slices: the z mirror reverses them
+    move = (lambda a: a.swapaxes(-1, -2)) if view == "transposed" else (lambda a: a[..., ::-1, :, :])
+    other = cs.Volume(np.ascontiguousarray(move(volume.data)), 4.0)
+    averaged = cs.method("segment.unet", **SMALL).load(unet.model)
+    np.testing.assert_allclose(averaged.predict_proba(other), move(averaged.predict_proba(volume)), atol=1e-5)
+    single = cs.method("segment.unet", test_time_flips=False, **SMALL).load(unet.model)
+    assert np.abs(single.predict_proba(other) - move(single.predict_proba(volume))).max() > 1e-3
 
 
 def test_robust_normalisation_ignores_a_few_extreme_voxels() -> None:
