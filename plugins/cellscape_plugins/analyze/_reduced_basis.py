@@ -212,6 +212,7 @@ class ReducedModel:
         self.initial = [vt @ mid.initial] + [vt @ c["initial state"] for c in affine.components]
         self._lift: dict[float, np.ndarray] = {}
         self._sources: dict[float, list[np.ndarray]] = {}
+        self._observed: tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]] | None = None
         self.evaluations = 0
 
     def projected_source(self, t: float) -> list[np.ndarray]:
@@ -230,8 +231,8 @@ class ReducedModel:
             self._lift[t] = self.affine.mid_form.dirichlet_values(t)
         return self._lift[t]
 
-    def states(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Saved times and the lifted full states (n_times, n) of the reduced model at θ."""
+    def reduced_states(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Saved times and the reduced states a (n_times, r) at θ."""
         theta = np.asarray(theta, float)
         weights = np.r_[1.0, theta - self.affine.mid]
         mass = sum(w * m[0] for w, m in zip(weights, self.mass, strict=True))
@@ -243,22 +244,49 @@ class ReducedModel:
         def source(t: float) -> np.ndarray:
             return sum(w * f for w, f in zip(weights, self.projected_source(t), strict=True))
 
-        dofs = self.affine.dirichlet_dofs
         stepper = _ReducedStepper(self, mass, mass_d, operator, operator_d, source)
         result = self.affine.mid_form.integrate(stepper, initial)  # Vᵀ u(0): V vanishes on the Dirichlet nodes
         if result.failure is not None:
             raise ArithmeticError(f"the reduced model failed: {result.failure}")
-        full = result.states @ self.basis.T
-        for row, t in enumerate(result.times):
-            full[row, dofs] = self.lifting(float(t))
         self.evaluations += 1
-        return result.times, full
+        return result.times, result.states
+
+    def _lifted(self, times: np.ndarray) -> np.ndarray:
+        full = np.zeros((len(times), self.basis.shape[0]))
+        for row, t in enumerate(times):
+            full[row, self.affine.dirichlet_dofs] = self.lifting(float(t))
+        return full
+
+    def states(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Saved times and the lifted full states u = ĝ(t) + V a (n_times, n) of the reduced model at θ."""
+        times, reduced = self.reduced_states(theta)
+        return times, self._lifted(times) + reduced @ self.basis.T
+
+    def _observation(self, times: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """The solver's observation operator on the basis: rows of the observed times, and per observed column
+        its values on each basis vector (r, q) and on the lifting at those rows (n_rows, q)."""
+        model, observe = self.affine.model, self.affine.mid_form.observe
+        on_lifting = observe(times, self._lifted(times))[model.output]
+        rows = model.check_output(on_lifting)
+        on_basis = observe(np.arange(self.basis.shape[1], dtype=float), self.basis.T)[model.output]
+        pieces = []
+        for column in model.columns:
+            if isinstance(on_basis, cs.Fields):
+                pieces.append((np.asarray(on_basis.values[column], float),
+                               np.asarray(on_lifting.values[column], float)[rows]))
+            else:
+                pieces.append((np.asarray(on_basis.columns[column], float)[:, None],
+                               np.asarray(on_lifting.columns[column], float)[rows][:, None]))
+        return rows, pieces
 
     def outputs(self, theta: np.ndarray) -> np.ndarray:
-        """The forward model's output vector at θ from the reduced model (the solver's observation operator)."""
-        times, states = self.states(theta)
-        model = self.affine.model
-        return model.extract(self.affine.mid_form.observe(times, states)[model.output])
+        """The forward model's output vector at θ from the reduced model (the solver's observation operator,
+        which is linear in the state, applied to the basis once)."""
+        times, reduced = self.reduced_states(theta)
+        if self._observed is None or not np.array_equal(self._observed[0], times):
+            self._observed = (times, *self._observation(times))
+        _, rows, pieces = self._observed
+        return np.concatenate([(reduced[rows] @ on_basis + on_lifting).ravel() for on_basis, on_lifting in pieces])
 
 
 class _ReducedStepper:
@@ -275,12 +303,11 @@ class _ReducedStepper:
 
     def solve_implicit(self, guess: np.ndarray, t: float, a0: float, tau: float, history: np.ndarray,
                        *args: Any, **kwargs: Any) -> tuple[np.ndarray, _Step]:
-        from scipy import linalg
-
         key = (a0, tau)
         if self._factor is None or not all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(key, self._factor[0],
                                                                                              strict=True)):
-            self._factor = (key, linalg.lu_factor(a0 * self.mass + tau * self.operator))
+            # r is small: an explicit inverse makes each step one matrix-vector product
+            self._factor = (key, np.linalg.inv(a0 * self.mass + tau * self.operator))
         rhs = self.mass @ history + tau * self.source(t)
         if self.has_dirichlet:
             g_new = self.reduced.lifting(t)
@@ -290,8 +317,7 @@ class _ReducedStepper:
             g_hist = self.reduced.lifting(t_n) if omega == 0.0 else (
                 (1 + omega) * self.reduced.lifting(t_n) - omega**2 / (1 + omega) * self.reduced.lifting(t_n - tau / omega))
             rhs = rhs - self.mass_d @ (a0 * g_new - g_hist) - tau * (self.operator_d @ g_new)
-        solution = linalg.lu_solve(self._factor[1], rhs)
-        return solution, _Step(1, 0, 0.0)
+        return self._factor[1] @ rhs, _Step(1, 0, 0.0)
 
 
 @attrs.frozen

@@ -64,6 +64,9 @@ def test_reduced_model_reproduces_the_solver_away_from_its_snapshots() -> None:
         assert error < 1e-4, (theta, error)
     # the Dirichlet face keeps its value in the reduced model's lifted states
     times, states = reduced.states(np.array([0.3, 0.9, 0.05]))
+    # the observation applied once to the basis equals the solver's observation of the lifted states
+    observed = model.extract(affine.mid_form.observe(times, states)[model.output])
+    np.testing.assert_allclose(reduced.outputs(np.array([0.3, 0.9, 0.05])), observed, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(states[-1, affine.dirichlet_dofs],
                                affine.mid_form.dirichlet_values(float(times[-1])), atol=1e-14)
 
