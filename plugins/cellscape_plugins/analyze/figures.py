@@ -1,9 +1,15 @@
-"""Figures for run reports, one maker per artefact kind (matplotlib, off-screen).
+"""Figures for run reports, one maker per artefact kind (matplotlib, off-screen; meshes drawn by VTK off-screen).
 
 Each maker is called as ``maker(artefact, out_dir, title=..., inputs=...)``
 where ``inputs`` are the other inputs of the step that made the artefact
 (a label figure overlays the step's input volume), writes PNG files into
 ``out_dir`` and returns their paths.
+
+Mesh renders come from VTK in a child process (``_vtk_render``); when no
+off-screen OpenGL context can be made there, matplotlib's 3D axes draw them
+instead. The renderer used is in the file name (``..._render_vtk.png`` or
+``..._render_matplotlib.png``), in the caption inside the picture and in the
+PNG's ``Description`` text.
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ def _slug(title: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_").lower() or "figure"
 
 
-def _save(fig: Any, out_dir: Path, title: str, suffix: str) -> Path:
+def _save(fig: Any, out_dir: Path, title: str, suffix: str, description: str | None = None) -> Path:
     path = Path(out_dir) / f"{_slug(title)}_{suffix}.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Description": description} if description else None)
     _pyplot().close(fig)
     return path
 
@@ -134,22 +140,28 @@ def tilt_series_figures(tilts: cs.TiltSeries, out_dir: Path, *, title: str, inpu
     return [_save(fig, out_dir, title, "tilts")]
 
 
-def _render_triangles(ax: Any, vertices: np.ndarray, triangles: np.ndarray, markers: np.ndarray, max_triangles: int) -> None:
+def _category_colours(categories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``categories`` and one RGB colour (floats in [0, 1]) per value, tab10/tab20 order."""
+    plt = _pyplot()
+    values = np.unique(categories)
+    palette = plt.get_cmap("tab10" if len(values) <= 10 else "tab20")
+    return values, np.array([palette(i % palette.N)[:3] for i in range(len(values))]).reshape(-1, 3)
+
+
+def _render_triangles(ax: Any, vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray,
+                      max_triangles: int) -> None:
+    """matplotlib's 3D axes (the fallback renderer): at most ``max_triangles`` triangles, shaded by their normal."""
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    plt = _pyplot()
     if len(triangles) > max_triangles:
         keep = np.random.default_rng(0).choice(len(triangles), max_triangles, replace=False)
-        triangles, markers = triangles[keep], markers[keep]
+        triangles, colours = triangles[keep], colours[keep]
     corners = vertices[triangles]
     normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-30
     light = np.array([0.4, 0.3, 0.85]) / np.linalg.norm([0.4, 0.3, 0.85])
-    shade = 0.35 + 0.65 * np.clip(normals @ light, 0, 1)
-    palette = plt.get_cmap("tab10")
-    unique = list(np.unique(markers))
-    base = np.array([palette(unique.index(m) % 10)[:3] for m in markers])
-    ax.add_collection3d(Poly3DCollection(corners, facecolors=base * shade[:, None], edgecolor="none", alpha=0.6))
+    shade = 0.35 + 0.65 * np.abs(normals @ light)
+    ax.add_collection3d(Poly3DCollection(corners, facecolors=colours * shade[:, None], edgecolor="none", alpha=0.6))
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     centre, half = (low + high) / 2, (high - low).max() / 2
     for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
@@ -157,6 +169,140 @@ def _render_triangles(ax: Any, vertices: np.ndarray, triangles: np.ndarray, mark
     ax.set_xlabel("x (nm)")
     ax.set_ylabel("y (nm)")
     ax.set_zlabel("z (nm)")
+
+
+def exterior_faces(tetrahedra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Faces that belong to one tetrahedron only (the surface of this set of tetrahedra).
+
+    Returns
+    -------
+    triangles : ndarray (f, 3) int64
+        Node indices of each exterior face.
+    owner : ndarray (f,) int64
+        Index of the tetrahedron each face belongs to.
+    """
+    tets = np.asarray(tetrahedra, np.int64)
+    faces = tets[:, [[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]]].reshape(-1, 3)
+    owner = np.repeat(np.arange(len(tets)), 4)
+    if len(faces) == 0:
+        return faces, owner
+    ordered = np.sort(faces, axis=1)
+    n = int(ordered.max()) + 1
+    if n < 2_000_000:  # n³ < 2⁶³: one integer key per face
+        key = (ordered[:, 0] * n + ordered[:, 1]) * n + ordered[:, 2]
+        order = np.argsort(key, kind="stable")
+        same = key[order][1:] == key[order][:-1]
+    else:
+        order = np.lexsort(ordered.T[::-1])
+        same = (ordered[order][1:] == ordered[order][:-1]).all(axis=1)
+    single = np.ones(len(faces), bool)
+    single[:-1] &= ~same
+    single[1:] &= ~same
+    picked = order[single]
+    return faces[picked], owner[picked]
+
+
+def _front_octant(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """True for points in the octant around ``centre`` that faces the camera (cut away to show the inside)."""
+    from ._vtk_render import VIEW_DIRECTION
+
+    return ((points - centre) * np.sign(VIEW_DIRECTION) > 0).all(axis=1)
+
+
+def _scale_length_nm(width_nm: float) -> float:
+    """A round length (1, 2 or 5 × 10^k nm) near a quarter of ``width_nm``."""
+    target = max(width_nm / 4, 1e-9)
+    exponent = np.floor(np.log10(target))
+    return float(max(m for m in (1.0, 2.0, 5.0) if m * 10**exponent <= target) * 10**exponent)
+
+
+def _length_label(nm: float) -> str:
+    return f"{nm / 1000:g} µm" if nm >= 1000 else f"{nm:g} nm"
+
+
+def _legend(fig: Any, values: np.ndarray, colours: np.ndarray, names: dict[int, str], what: str) -> None:
+    from matplotlib.patches import Patch
+
+    if len(values) > 12:
+        fig.text(0.02, 0.02, f"{len(values)} {what}s", fontsize=8)
+        return
+    handles = [Patch(color=colours[i], label=f"{what} {int(v)}: {names.get(int(v), '(unnamed)')}")
+               for i, v in enumerate(values)]
+    fig.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, ncol=1 if len(handles) <= 4 else 2)
+
+
+def _compose_vtk(image: np.ndarray, camera: dict[str, Any], heading: str, values: np.ndarray, colours: np.ndarray,
+                 names: dict[int, str], what: str, note: str) -> Any:
+    """The VTK image with a title, legend, scale bar in nm/µm, axis directions and the renderer note."""
+    plt = _pyplot()
+    height, width = image.shape[:2]
+    rows = 1 if len(values) > 12 else (len(values) if len(values) <= 4 else (len(values) + 1) // 2)
+    below, above = 0.25 + 0.2 * rows, 0.45  # inches: legend and note below the image, heading above
+    total = height / 100 + below + above
+    fig = plt.figure(figsize=(width / 100, total))
+    ax = fig.add_axes((0, below / total, 1, height / 100 / total))
+    ax.imshow(image, interpolation="nearest")
+    ax.set_axis_off()
+    pixels_per_nm = height / (2 * camera["parallel_scale_nm"])
+    bar = _scale_length_nm(width / pixels_per_nm)
+    x1, y = width * 0.95, height * 0.95
+    ax.plot([x1 - bar * pixels_per_nm, x1], [y, y], color="black", linewidth=4, solid_capstyle="butt")
+    ax.text(x1 - bar * pixels_per_nm / 2, y - height * 0.015, _length_label(bar), ha="center", va="bottom", fontsize=10)
+    origin, length = np.array([width * 0.09, height * 0.91]), width * 0.06
+    right, up = np.array(camera["right"]), np.array(camera["up"])
+    for axis, name in enumerate("xyz"):
+        unit = np.eye(3)[axis]
+        tip = origin + length * np.array([unit @ right, -(unit @ up)])
+        ax.annotate("", xy=tuple(tip), xytext=tuple(origin),
+                    arrowprops={"arrowstyle": "-|>", "color": "#333", "linewidth": 1.2})
+        ax.text(*(origin + 1.35 * (tip - origin)), name, ha="center", va="center", fontsize=9, color="#333")
+    fig.suptitle(heading, fontsize=10)
+    _legend(fig, values, colours, names, what)
+    fig.text(0.98, 0.02, note, ha="right", va="bottom", fontsize=7, color="#555", wrap=True)
+    return fig
+
+
+def _compose_matplotlib(vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray, heading: str,
+                        values: np.ndarray, palette: np.ndarray, names: dict[int, str], what: str, note: str) -> Any:
+    plt = _pyplot()
+    fig = plt.figure(figsize=(6.5, 7.2))
+    ax = fig.add_subplot(projection="3d")
+    _render_triangles(ax, vertices, triangles, colours, 20000)
+    fig.suptitle(heading, fontsize=10)
+    _legend(fig, values, palette, names, what)
+    fig.text(0.98, 0.01, note, ha="right", va="bottom", fontsize=7, color="#555", wrap=True)
+    return fig
+
+
+def mesh_renders(scenes: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
+    """Render triangle scenes (VTK off-screen, else matplotlib) to one PNG each.
+
+    Each scene: ``vertices`` (n, 3) in nm, ``triangles`` (m, 3), ``categories`` (m,) int (marker or region of each
+    triangle), ``names`` {category: name}, ``what`` ("marker" or "region"), ``heading`` and ``suffix`` (file name
+    part). Returns the paths, named ``{title}_{suffix}_vtk.png`` or ``{title}_{suffix}_matplotlib.png``.
+    """
+    from . import _vtk_render
+
+    palettes = [_category_colours(s["categories"]) for s in scenes]
+    colours = [palette[np.searchsorted(values, s["categories"])] if len(values) else np.zeros((0, 3))
+               for s, (values, palette) in zip(scenes, palettes, strict=True)]
+    try:
+        images, renderer = _vtk_render.render_scenes(
+            [{"vertices": s["vertices"], "triangles": s["triangles"], "colours": np.round(c * 255).astype(np.uint8)}
+             for s, c in zip(scenes, colours, strict=True)])
+    except _vtk_render.RenderUnavailable as exc:
+        note = f"rendered by matplotlib (fallback: VTK off-screen rendering unavailable: {exc})"
+        figures = [_compose_matplotlib(s["vertices"], s["triangles"], c, s["heading"], values, palette, s["names"],
+                                       s["what"], note)
+                   for s, c, (values, palette) in zip(scenes, colours, palettes, strict=True)]
+        return [_save(fig, out_dir, title, f"{s['suffix']}_matplotlib", note)
+                for fig, s in zip(figures, scenes, strict=True)]
+    note = f"rendered by {renderer}"
+    paths = []
+    for s, (image, camera), (values, palette) in zip(scenes, images, palettes, strict=True):
+        fig = _compose_vtk(image, camera, s["heading"], values, palette, s["names"], s["what"], note)
+        paths.append(_save(fig, out_dir, title, f"{s['suffix']}_vtk", note))
+    return paths
 
 
 def angle_histogram(ax: Any, angles: np.ndarray) -> None:
@@ -176,31 +322,62 @@ def angle_histogram(ax: Any, angles: np.ndarray) -> None:
     ax.set_title(f"min {flat.min():.1f}°, max {flat.max():.1f}°, <15°: {100 * (flat < 15).mean():.2f}%")
 
 
+def _nested_markers(vertices: np.ndarray, triangles: np.ndarray, markers: np.ndarray) -> bool:
+    """Whether some marker's triangles lie inside another marker's bounding box (organelles in a cell)."""
+    boxes = []
+    for m in np.unique(markers):
+        used = vertices[triangles[markers == m].ravel()]
+        boxes.append((used.min(axis=0), used.max(axis=0)))
+    return any(i != j and (lo_i > lo_j).all() and (hi_i < hi_j).all()
+               for i, (lo_i, hi_i) in enumerate(boxes) for j, (lo_j, hi_j) in enumerate(boxes))
+
+
 def surface_figures(surface: cs.SurfaceMesh, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """A shaded render coloured by marker, and the triangle-angle histogram."""
+    """A shaded render coloured by marker (front octant cut away when surfaces are nested), and the triangle-angle
+    histogram."""
     plt = _pyplot()
-    fig = plt.figure(figsize=(6, 6))
-    ax = fig.add_subplot(projection="3d")
-    _render_triangles(ax, surface.vertices, surface.triangles, surface.markers, 20000)
-    names = ", ".join(f"{m}: {surface.marker_names.get(int(m), m)}" for m in np.unique(surface.markers))
-    ax.set_title(f"{title}\n{len(surface.triangles)} triangles ({names})", fontsize=9)
-    render = _save(fig, out_dir, title, "render")
+    vertices, triangles, markers = surface.vertices, surface.triangles, surface.markers
+    heading = f"{title}\n{len(triangles)} triangles, {len(vertices)} vertices"
+    if len(triangles) and _nested_markers(vertices, triangles, markers):
+        centre = (vertices.min(axis=0) + vertices.max(axis=0)) / 2
+        kept = ~_front_octant(vertices[triangles].mean(axis=1), centre)
+        triangles, markers = triangles[kept], markers[kept]
+        heading += " (front octant cut away to show the nested surfaces)"
+    paths = []
+    if len(triangles):
+        paths += mesh_renders([{"vertices": vertices, "triangles": triangles, "categories": markers,
+                                "names": surface.marker_names, "what": "marker", "heading": heading,
+                                "suffix": "render"}], out_dir, title)
     fig, ax = plt.subplots(figsize=(6, 4))
     angle_histogram(ax, triangle_angles_deg(surface.vertices, surface.triangles))
     fig.suptitle(f"{title}: triangle angles")
-    return [render, _save(fig, out_dir, title, "angles")]
+    return [*paths, _save(fig, out_dir, title, "angles")]
 
 
 def tet_mesh_figures(mesh: cs.TetMesh, out_dir: Path, *, title: str, inputs: dict[str, Any]) -> list[Path]:
-    """The boundary triangles coloured by marker, and the histogram of dihedral angles."""
+    """The boundary triangles coloured by marker, a cut-away (front octant of tetrahedra removed) coloured by region,
+    and the histogram of dihedral angles."""
     plt = _pyplot()
-    paths = []
+    points, tets = mesh.points, mesh.tetrahedra
+    regions = (np.asarray(mesh.region_markers, np.int64) if mesh.region_markers is not None
+               else np.zeros(len(tets), np.int64))
+    counts = f"{len(tets)} tetrahedra, {len(points)} nodes"
+    scenes = []
     if len(mesh.boundary_triangles):
-        fig = plt.figure(figsize=(6, 6))
-        ax = fig.add_subplot(projection="3d")
-        _render_triangles(ax, mesh.points, mesh.boundary_triangles, mesh.boundary_markers, 20000)
-        ax.set_title(f"{title}\n{len(mesh.tetrahedra)} tetrahedra, {len(mesh.points)} nodes", fontsize=9)
-        paths.append(_save(fig, out_dir, title, "boundary"))
+        scenes.append({"vertices": points, "triangles": mesh.boundary_triangles,
+                       "categories": np.asarray(mesh.boundary_markers, np.int64), "names": mesh.boundary_names,
+                       "what": "marker", "heading": f"{title}\n{counts}: boundary markers", "suffix": "boundary"})
+    if len(tets):
+        centre = (points.min(axis=0) + points.max(axis=0)) / 2
+        kept = ~_front_octant(points[tets].mean(axis=1), centre)
+        if not kept.any():
+            kept[:] = True
+        faces, owner = exterior_faces(tets[kept])
+        cut = " (front octant cut away)" if not kept.all() else ""
+        scenes.append({"vertices": points, "triangles": faces, "categories": regions[kept][owner],
+                       "names": mesh.region_names, "what": "region",
+                       "heading": f"{title}\n{counts}: regions{cut}", "suffix": "cutaway"})
+    paths = mesh_renders(scenes, out_dir, title) if scenes else []
     p = mesh.points[mesh.tetrahedra]
     dihedral = []
     for i, j in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]:
