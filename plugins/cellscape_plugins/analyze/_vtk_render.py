@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,8 +127,10 @@ def render_scenes(scenes: list[dict[str, np.ndarray]], *, size_px: int = 720,
 
 def _death(done: subprocess.CompletedProcess) -> str:
     """Why a child ended without images: the signal that killed it, or its last line on stderr."""
-    lines = [line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
-    last = lines[-1].strip()[-200:] if lines else ""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr.decode(errors="replace"))  # VTK colours its log lines
+    lines = [line for line in text.splitlines() if line.strip()]
+    # a VTK log line is "date (time) [thread]file:line WARN| message": keep the message, without object addresses
+    last = re.sub(r" ?\(0x[0-9a-f]+\)", "", lines[-1].split("| ", 1)[-1]).strip()[-200:] if lines else ""
     if done.returncode < 0:
         try:
             name = signal.Signals(-done.returncode).name

@@ -162,6 +162,7 @@ def _render_triangles(ax: Any, vertices: np.ndarray, triangles: np.ndarray, colo
     light = np.array([0.4, 0.3, 0.85]) / np.linalg.norm([0.4, 0.3, 0.85])
     shade = 0.35 + 0.65 * np.abs(normals @ light)
     ax.add_collection3d(Poly3DCollection(corners, facecolors=colours * shade[:, None], edgecolor="none", alpha=0.6))
+    ax.set_box_aspect((1, 1, 1))
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     centre, half = (low + high) / 2, (high - low).max() / 2
     for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
@@ -220,7 +221,8 @@ def _length_label(nm: float) -> str:
     return f"{nm / 1000:g} µm" if nm >= 1000 else f"{nm:g} nm"
 
 
-def _legend(fig: Any, values: np.ndarray, colours: np.ndarray, names: dict[int, str], what: str) -> None:
+def _legend(fig: Any, values: np.ndarray, colours: np.ndarray, names: dict[int, str], what: str,
+            loc: str = "lower left") -> None:
     from matplotlib.patches import Patch
 
     if len(values) > 12:
@@ -228,7 +230,7 @@ def _legend(fig: Any, values: np.ndarray, colours: np.ndarray, names: dict[int, 
         return
     handles = [Patch(color=colours[i], label=f"{what} {int(v)}: {names.get(int(v), '(unnamed)')}")
                for i, v in enumerate(values)]
-    fig.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, ncol=1 if len(handles) <= 4 else 2)
+    fig.legend(handles=handles, loc=loc, fontsize=8, frameon=False, ncol=1 if len(handles) <= 4 else 2)
 
 
 def _compose_vtk(image: np.ndarray, camera: dict[str, Any], heading: str, values: np.ndarray, colours: np.ndarray,
@@ -269,7 +271,7 @@ def _compose_matplotlib(vertices: np.ndarray, triangles: np.ndarray, colours: np
     ax = fig.add_subplot(projection="3d")
     _render_triangles(ax, vertices, triangles, colours, 20000)
     fig.suptitle(heading, fontsize=10)
-    _legend(fig, values, palette, names, what)
+    _legend(fig, values, palette, names, what, loc="upper left")
     fig.text(0.98, 0.01, note, ha="right", va="bottom", fontsize=7, color="#555", wrap=True)
     return fig
 
