@@ -15,7 +15,7 @@ export PETSC_CONFIGURE_OPTIONS ?= --with-cuda=0 --with-fc=0
 # the checkout and keyed by version and MPI, so fresh clones on this machine install them in seconds. pip's own
 # cache cannot do this: it would reuse a wheel built with other configure options.
 PETSC_WHEELS ?= $(HOME)/.cache/cellscape-wheels/petsc-$(PETSC_VERSION)-mpich
-SYSTEM_PACKAGES := libopenblas-dev liblapack-dev mpich libmpich-dev chromium
+SYSTEM_PACKAGES := libopenblas-dev liblapack-dev mpich libmpich-dev chromium libegl1 libegl-mesa0 libgl1-mesa-dri
 
 .PHONY: demo test bench lint clean env env-full sysdeps
 
