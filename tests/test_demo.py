@@ -74,9 +74,11 @@ def test_diffusion_conserves_the_released_amount(demo) -> None:
 def test_report_shows_every_figure(demo) -> None:
     page = (demo.run_dir / "report" / "index.html").read_text()
     images = re.findall(r"<img alt='([^']+)' src='data:image/png;base64,", page)
-    assert len(images) == 16  # two per phantom and diffusion, mesh and surfaces; one per other output with a picture
-    for needed in ("tomogram_volume_slices", "cell_mask_labels_overlay", "surface_surface_render",
-                   "surface_surface_angles", "diffusion_fields_curves", "volume_mesh_mesh_dihedral"):
+    # two per phantom, diffusion and surfaces, three for the mesh (boundary, cut-away, dihedral); one per other output
+    assert len(images) == 17
+    for needed in ("tomogram_volume_slices", "cell_mask_labels_overlay", "surface_surface_render_vtk",
+                   "surface_surface_angles", "diffusion_fields_curves", "volume_mesh_mesh_boundary_vtk",
+                   "volume_mesh_mesh_cutaway_vtk", "volume_mesh_mesh_dihedral"):
         assert needed in images
     assert "<th>quantity</th>" in page and "class='error'" not in page
 
@@ -95,7 +97,7 @@ def test_report_opens_in_a_headless_browser_with_every_figure_decoded(demo, tmp_
     body = re.search(r"<body([^>]*)>", done.stdout)
     assert body is not None, done.stdout[:2000]
     attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
-    assert int(attributes["data-figures"]) == expected == 16
+    assert int(attributes["data-figures"]) == expected == 17
     assert int(attributes["data-figures-shown"]) == expected  # each image decoded with a width > 0
     assert attributes["data-errors"] == ""
     assert f"figures: {expected} of {expected} shown" in done.stdout

@@ -96,7 +96,8 @@ def render_scenes(scenes: list[dict[str, np.ndarray]], *, size_px: int = 720,
             job = {"window": window, "size_px": int(size_px), "n_scenes": len(scenes),
                    "direction": VIEW_DIRECTION.tolist(), "up": VIEW_UP.tolist()}
             (work / "job.json").write_text(json.dumps(job))
-            environment = {**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": window, **CHILD_ENVIRONMENT}
+            environment = {**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": window, "PYTHONPATH": _import_path(),
+                           **CHILD_ENVIRONMENT}
             try:
                 done = subprocess.run([sys.executable, "-c", _CHILD, str(work), str(work / "result.json")],
                                       capture_output=True, timeout=limit, check=False, env=environment)
@@ -123,6 +124,14 @@ def render_scenes(scenes: list[dict[str, np.ndarray]], *, size_px: int = 720,
     if crashed_every_time:
         _broken = reason
     raise RenderUnavailable(reason)
+
+
+def _import_path() -> str:
+    """PYTHONPATH for the child: where this package and cellscape were imported from (also when not installed)."""
+    import cellscape
+
+    roots = [Path(__file__).resolve().parents[2], Path(cellscape.__file__).resolve().parents[1]]
+    return os.pathsep.join(dict.fromkeys([*map(str, roots), *filter(None, [os.environ.get("PYTHONPATH")])]))
 
 
 def _death(done: subprocess.CompletedProcess) -> str:
