@@ -59,12 +59,16 @@ def _table_html(table: Table, max_rows: int = 200) -> str:
 
 
 def _module_fingerprint(maker: Any) -> str:
-    """Hash of the source file that defines a figure maker: editing the drawing code redraws the figures."""
+    """Hash of the sources of the package that defines a figure maker: editing the drawing code, or a helper
+    module beside it (a renderer, a colour map), redraws the figures."""
     module = sys.modules.get(maker.__module__)
     source = getattr(module, "__file__", None)
     if not source or not Path(source).exists():
         return "unknown"
-    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sorted(Path(source).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _figures(artefact: Artefact, digest: str, title: str, inputs: dict[str, Artefact], input_hashes: list[str],
