@@ -278,7 +278,8 @@ def _committed_rows(parts: set[str]) -> list[dict]:
         if not line.startswith("| ") or line.count("|") < 5 or cells[0] == "case" or _part_of(cells[0]) not in parts:
             continue
         rows.append({"case": cells[0], "wall time [s]": float(cells[1]), "speed-up vs 1 worker": float(cells[2]),
-                     "detail": (cells[3] + "; " if cells[3] else "") + "carried over from the previous full run"})
+                     "detail": (cells[3] + "; " if cells[3] else "") + "carried over from the previous run (speed-up against "
+                                                                             "its own 1-worker row)"})
     return rows
 
 
