@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import toy_runs
+from conftest import needed_modules, toy_runs
 
 import cellscape as cs
 from cellscape import cli
@@ -106,7 +106,7 @@ def test_a_failing_step_keeps_what_finished_and_names_the_step(toy, tmp_path) ->
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_dask_local_cluster_gives_the_same_artefacts_and_survives_a_killed_worker(toy, tmp_path, monkeypatch) -> None:
-    pytest.importorskip("distributed")
+    needed_modules("distributed")
     monkeypatch.setenv("PYTHONPATH", toy.env["PYTHONPATH"])  # the workers import the toy plugin
     marker = tmp_path / "died-once"
     monkeypatch.setenv("CELLSCAPE_TOY_DIE_ONCE", str(marker))
@@ -143,7 +143,7 @@ def test_dask_local_cluster_gives_the_same_artefacts_and_survives_a_killed_worke
 
 @pytest.mark.timeout(90)
 def test_an_unreachable_scheduler_is_a_clear_error_within_its_timeout(toy, tmp_path) -> None:
-    pytest.importorskip("distributed")
+    needed_modules("distributed")
     spec = write(tmp_path, executor="executor: {scheduler: 'tcp://127.0.0.1:9', timeout_s: 2}")
     start = time.monotonic()
     with pytest.raises(cs.InputError, match=r"cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 2 s"):
@@ -167,7 +167,7 @@ def test_cli_runs_with_workers(toy, tmp_path, capsys) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_chunked_step_on_dask_workers_equals_the_local_run(tmp_path) -> None:
-    pytest.importorskip("distributed")
+    needed_modules("distributed")
     from cellscape._executor import DaskExecutor
     from cellscape._runner import Runner
 

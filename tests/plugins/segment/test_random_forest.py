@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import needed_modules
 from scipy import ndimage
 
 import cellscape as cs
@@ -339,7 +340,7 @@ def test_spec_step_with_chunks_equals_the_whole_volume_prediction(phantom, train
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_chunked_prediction_on_dask_workers_equals_the_whole_volume(phantom, trained, tmp_path: Path) -> None:
-    pytest.importorskip("distributed")
+    needed_modules("distributed")
     from cellscape._executor import DaskExecutor
     from cellscape._runner import Runner
     from cellscape._spec import load_spec

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import needed_modules
 
 import cellscape as cs
 
-torch = pytest.importorskip("torch")
+torch = needed_modules("torch")
 
 SMALL = {"base_channels": 4, "depth": 2, "patch_voxels": 32, "batch_size": 4, "learning_rate": 0.01}
 
@@ -200,7 +201,7 @@ def test_tile_plan_cores_partition_the_axis() -> None:
 
 @pytest.mark.parametrize("chunks", [(4, 16, 16), (6, 24, 32)])
 def test_chunked_apply_equals_the_whole_volume(trained, tmp_path, chunks) -> None:
-    pytest.importorskip("dask")
+    needed_modules("dask")
     from cellscape._chunked import run_chunked
 
     unet, _, _, _ = trained
