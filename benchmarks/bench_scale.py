@@ -277,9 +277,12 @@ def _committed_rows(parts: set[str]) -> list[dict]:
         cells = [c.strip() for c in cells[:3]] + ["|".join(cells[3:]).strip()]  # a detail may hold "|u|"
         if not line.startswith("| ") or line.count("|") < 5 or cells[0] == "case" or _part_of(cells[0]) not in parts:
             continue
+        detail = cells[3]
+        if "carried over" not in detail:  # a row carried over twice says so once
+            detail = ((detail + "; " if detail else "")
+                      + "carried over from the previous run (speed-up against its own 1-worker row)")
         rows.append({"case": cells[0], "wall time [s]": float(cells[1]), "speed-up vs 1 worker": float(cells[2]),
-                     "detail": (cells[3] + "; " if cells[3] else "") + "carried over from the previous run (speed-up against "
-                                                                             "its own 1-worker row)"})
+                     "detail": detail})
     return rows
 
 
