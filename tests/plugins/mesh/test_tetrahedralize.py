@@ -102,6 +102,27 @@ def test_a_crash_or_hang_in_the_child_becomes_an_error() -> None:
     assert isolated(divmod, (7, 2), 60) == (3, 1)
 
 
+def test_the_child_gets_and_returns_arrays_without_pickle() -> None:
+    """Arrays travel as .npz (allow_pickle=False), the rest as JSON; errors come back by type and message."""
+    from cellscape_plugins.mesh.tetrahedralize import isolated, run_tetgen
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.integers(0, 9, size=(4, 3)).astype(np.int32)
+    stacked = isolated(np.stack, ((a, a + 1.0),), 60)
+    np.testing.assert_array_equal(stacked, np.stack((a, a + 1.0)))
+    assert isolated(np.shape, (b,), 60) == (4, 3)
+    with pytest.raises(ValueError, match="invalid literal"):
+        isolated(int, ("not a number",), 60)
+    # the real call: a cube's surface in, points and tetrahedra out, options as a dict
+    corners = np.array([[x, y, z] for x in (0.0, 1.0) for y in (0.0, 1.0) for z in (0.0, 1.0)])
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.int32)
+    points, tets = isolated(run_tetgen, (corners, faces, {"quality": False}, (), ()), 60)
+    direct_points, direct_tets = run_tetgen(corners, faces, {"quality": False})
+    np.testing.assert_array_equal(points, direct_points)
+    np.testing.assert_array_equal(tets, direct_tets)
+
+
 def improved(surface: cs.SurfaceMesh) -> cs.SurfaceMesh:
     return cs.method("mesh.improve")(surface)
 
