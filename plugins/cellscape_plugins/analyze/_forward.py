@@ -291,19 +291,9 @@ class CachedForward:
             if not np.isfinite(outputs).all():
                 raise ArithmeticError("the forward model returned NaN or infinite outputs")
         except Exception as exc:  # recorded and reported as a failed sample, never silently dropped
-            with self._lock:
-                self.runs += 1
-                self.failures.append((tuple(float(v) for v in theta), f"{type(exc).__name__}: {exc}"))
-                self.memory[token] = np.full(self.n_outputs, np.nan)
+            self._failed(theta, exc)
             return self.memory[token]
-        with self._lock:
-            self.runs += 1
-            self.memory[token] = outputs
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
-            np.savez(temporary, outputs=outputs, theta=theta)
-            temporary.replace(path)
+        self._store(theta, outputs, path)
         return outputs
 
     def record(self, theta: np.ndarray, outputs: np.ndarray) -> None:
@@ -312,21 +302,30 @@ class CachedForward:
         outputs = np.asarray(outputs, dtype=np.float64).reshape(-1)
         if outputs.shape != (self.n_outputs,):
             raise cs.InputError(f"the forward model returned {outputs.size} outputs, expected {self.n_outputs}")
-        with self._lock:
-            self.runs += 1
-            self.memory[theta.tobytes()] = outputs
-        path = self._file(theta)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
-            np.savez(temporary, outputs=outputs, theta=theta)
-            temporary.replace(path)
+        self._store(theta, outputs, self._file(theta))
 
     def record_failure(self, theta: np.ndarray, error: BaseException) -> None:
         """Count and record a run at θ that failed elsewhere."""
         with self._lock:
             self.runs += 1
             self.failures.append((tuple(float(v) for v in np.asarray(theta, float)), f"{type(error).__name__}: {error}"))
+
+    def _failed(self, theta: np.ndarray, error: BaseException) -> None:
+        """A run of this model that failed: recorded, and NaN remembered for θ (a failed sample is not rerun)."""
+        self.record_failure(theta, error)
+        with self._lock:
+            self.memory[theta.tobytes()] = np.full(self.n_outputs, np.nan)
+
+    def _store(self, theta: np.ndarray, outputs: np.ndarray, path: Path | None) -> None:
+        """Count a successful run and keep its outputs in memory and, with a cache folder, on disk (atomically)."""
+        with self._lock:
+            self.runs += 1
+            self.memory[theta.tobytes()] = outputs
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
+            np.savez(temporary, outputs=outputs, theta=theta)
+            temporary.replace(path)
 
     def __call__(self, theta: np.ndarray) -> np.ndarray:
         """Outputs at one θ (shape (m,); NaN when the model failed there)."""
