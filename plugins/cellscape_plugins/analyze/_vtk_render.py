@@ -3,28 +3,19 @@
 A failing off-screen OpenGL context does not raise in VTK: with no usable EGL
 device ``vtkEGLRenderWindow.Render()`` logs "Failed to initialize OpenGL
 functions" and then the process dies of SIGSEGV. So every render runs in a
-fresh interpreter (``python -c``, see ``_CHILD``); the caller gets images or
-``RenderUnavailable`` with the reason, and its own process lives on.
-
-Scenes travel to the child as one ``.npz`` each (``vertices`` (n, 3) float64
-in nm, ``triangles`` (m, 3) int64, ``colours`` (m, 3) uint8 RGB per
-triangle) plus ``job.json``; images come back as PNG files written by
-``vtkPNGWriter`` and the camera as JSON, so nothing is pickled.
+fresh interpreter (:func:`cellscape_plugins._isolated.isolated`); the caller
+gets images or ``RenderUnavailable`` with the reason, and its own process
+lives on. Scenes go to the child and images come back as arrays (``.npz``),
+the rest as JSON: nothing is pickled.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._isolated import ChildDied, isolated
 
 # Isometric view from +x, -y, +z with z up: x runs to the lower right, y to the upper right.
 VIEW_DIRECTION = np.array([1.0, -1.0, 1.0]) / np.sqrt(3.0)
@@ -44,13 +35,6 @@ class RenderUnavailable(Exception):
 def timeout_for(n_triangles: int) -> float:
     """Seconds a child may take: start-up and a margin, plus 60 s per million triangles (software GL is ~1 s)."""
     return 90.0 + 60.0 * n_triangles / 1e6
-
-
-_CHILD = """
-import sys
-from cellscape_plugins.analyze._vtk_render import child_main
-child_main(sys.argv[1], sys.argv[2])
-"""
 
 
 def render_scenes(scenes: list[dict[str, np.ndarray]], *, size_px: int = 720,
@@ -84,115 +68,74 @@ def render_scenes(scenes: list[dict[str, np.ndarray]], *, size_px: int = 720,
         raise RenderUnavailable(_broken)
     total = sum(len(s["triangles"]) for s in scenes)
     limit = timeout_for(total) if timeout_s is None else timeout_s
+    packed = [{"vertices": np.asarray(s["vertices"], np.float64), "triangles": np.asarray(s["triangles"], np.int64),
+               "colours": np.asarray(s["colours"], np.uint8)} for s in scenes]
     reasons = []
-    with tempfile.TemporaryDirectory(prefix="cellscape-vtk-") as folder:
-        work = Path(folder)
-        for i, scene in enumerate(scenes):
-            np.savez(work / f"scene_{i}.npz", vertices=np.asarray(scene["vertices"], np.float64),
-                     triangles=np.asarray(scene["triangles"], np.int64),
-                     colours=np.asarray(scene["colours"], np.uint8))
-        crashed_every_time = True
-        for window in WINDOW_CLASSES:
-            job = {"window": window, "size_px": int(size_px), "n_scenes": len(scenes),
-                   "direction": VIEW_DIRECTION.tolist(), "up": VIEW_UP.tolist()}
-            (work / "job.json").write_text(json.dumps(job))
-            environment = {**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": window, "PYTHONPATH": _import_path(),
-                           **CHILD_ENVIRONMENT}
-            try:
-                done = subprocess.run([sys.executable, "-c", _CHILD, str(work), str(work / "result.json")],
-                                      capture_output=True, timeout=limit, check=False, env=environment)
-            except subprocess.TimeoutExpired:
-                reasons.append(f"{window}: no image within {limit:.0f} s")
-                crashed_every_time = False
-                continue
-            result = work / "result.json"
-            if done.returncode == 0 and result.exists():
-                info = json.loads(result.read_text())
-                if info.get("error"):
-                    reasons.append(f"{window}: {info['error']}")
-                    crashed_every_time = False
-                    continue
-                import matplotlib.image
-
-                images = []
-                for i, camera in enumerate(info["cameras"]):
-                    pixels = matplotlib.image.imread(work / f"image_{i}.png")
-                    images.append((np.round(pixels[..., :3] * 255).astype(np.uint8), camera))
-                return images, info["renderer"]
-            reasons.append(f"{window}: {_death(done)}")
+    crashed_every_time = True
+    for window in WINDOW_CLASSES:
+        job = {"window": window, "size_px": int(size_px), "direction": VIEW_DIRECTION.tolist(), "up": VIEW_UP.tolist()}
+        try:
+            images, cameras, renderer = isolated(render_in_child, (packed, job), limit,
+                                                 env={"VTK_DEFAULT_OPENGL_WINDOW": window, **CHILD_ENVIRONMENT})
+        except ChildDied as exc:
+            reasons.append(f"{window}: the render process {exc.reason}")
+            crashed_every_time &= not exc.timed_out
+            continue
+        except RuntimeError as exc:  # the child ran but could not render (VTK missing, no OSMesa library)
+            reasons.append(f"{window}: {exc}")
+            crashed_every_time = False
+            continue
+        return list(zip(images, cameras, strict=True)), renderer
     reason = "; ".join(reasons)
     if crashed_every_time:
         _broken = reason
     raise RenderUnavailable(reason)
 
 
-def _import_path() -> str:
-    """PYTHONPATH for the child: where this package and cellscape were imported from (also when not installed)."""
-    import cellscape
+def render_in_child(scenes: tuple[dict[str, np.ndarray], ...], job: dict[str, Any]
+                    ) -> tuple[list[np.ndarray], list[dict[str, Any]], str]:
+    """The child's work (see :func:`render_scenes`): every scene rendered in one window of ``job["window"]``.
 
-    roots = [Path(__file__).resolve().parents[2], Path(cellscape.__file__).resolve().parents[1]]
-    return os.pathsep.join(dict.fromkeys([*map(str, roots), *filter(None, [os.environ.get("PYTHONPATH")])]))
-
-
-def _death(done: subprocess.CompletedProcess) -> str:
-    """Why a child ended without images: the signal that killed it, or its last line on stderr."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr.decode(errors="replace"))  # VTK colours its log lines
-    lines = [line for line in text.splitlines() if line.strip()]
-    # a VTK log line is "date (time) [thread]file:line WARN| message": keep the message, without object addresses
-    last = re.sub(r" ?\(0x[0-9a-f]+\)", "", lines[-1].split("| ", 1)[-1]).strip()[-200:] if lines else ""
-    if done.returncode < 0:
-        try:
-            name = signal.Signals(-done.returncode).name
-        except ValueError:
-            name = f"signal {-done.returncode}"
-        return f"the render process died of {name}" + (f" after: {last}" if last else "")
-    return f"the render process exited with code {done.returncode}" + (f": {last}" if last else "")
-
-
-def child_main(folder: str, result_path: str) -> None:
-    """The child's work: render every scene of ``folder/job.json`` and write ``result_path`` (JSON)."""
-    work = Path(folder)
-    job = json.loads((work / "job.json").read_text())
+    Returns the images (size_px, size_px, 3) uint8, the cameras and the renderer's description; a window that
+    cannot be made without crashing (VTK missing, no OSMesa library) is a RuntimeError naming why.
+    """
     try:
         import vtkmodules
         import vtkmodules.vtkRenderingOpenGL2 as opengl
     except ImportError as exc:
-        Path(result_path).write_text(json.dumps({"error": f"VTK is not importable: {exc}"}))
-        return
+        raise RuntimeError(f"VTK is not importable: {exc}") from exc
     if job["window"] == "vtkOSOpenGLRenderWindow":
         import ctypes.util
 
         if ctypes.util.find_library("OSMesa") is None:  # VTK would only warn and then fail to draw
-            Path(result_path).write_text(json.dumps({"error": "libOSMesa is not installed"}))
-            return
+            raise RuntimeError("libOSMesa is not installed")
     window = getattr(opengl, job["window"])()
     window.SetOffScreenRendering(1)
     size = int(job["size_px"])
     window.SetSize(size, size)
     window.SetMultiSamples(8)  # smooth edges (FXAA reads back black on Mesa's EGL)
-    cameras = []
-    for i in range(int(job["n_scenes"])):
-        with np.load(work / f"scene_{i}.npz", allow_pickle=False) as scene:
-            camera = _render_one(window, scene["vertices"], scene["triangles"], scene["colours"],
-                                 np.array(job["direction"]), np.array(job["up"]), work / f"image_{i}.png")
+    images, cameras = [], []
+    for scene in scenes:
+        image, camera = _render_one(window, scene["vertices"], scene["triangles"], scene["colours"],
+                                    np.array(job["direction"]), np.array(job["up"]))
+        images.append(image)
         cameras.append(camera)
     gl = next((line.split(":", 1)[1].strip() for line in window.ReportCapabilities().splitlines()
                if line.startswith("OpenGL renderer string")), "unknown GL")
     version = getattr(vtkmodules, "__version__", "")
     renderer = f"VTK {version} off-screen ({job['window']}, {gl})".replace("  ", " ")
     window.Finalize()
-    Path(result_path).write_text(json.dumps({"cameras": cameras, "renderer": renderer}))
+    return images, cameras, renderer
 
 
 def _render_one(window: Any, vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray,
-                direction: np.ndarray, up: np.ndarray, png: Path) -> dict[str, Any]:
+                direction: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """One scene: triangles coloured per cell, smooth-shaded under a light kit, isometric parallel view fitting
-    the bounds; written to ``png``. Returns the camera (see ``render_scenes``)."""
-    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+    the bounds. Returns the image (rows from the top) and the camera (see ``render_scenes``)."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray, vtk_to_numpy
     from vtkmodules.vtkCommonCore import vtkPoints
     from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
     from vtkmodules.vtkFiltersCore import vtkPolyDataNormals
-    from vtkmodules.vtkIOImage import vtkPNGWriter
     from vtkmodules.vtkRenderingCore import (
         vtkActor,
         vtkLightKit,
@@ -266,8 +209,8 @@ def _render_one(window: Any, vertices: np.ndarray, triangles: np.ndarray, colour
     grab.SetInputBufferTypeToRGB()
     grab.ReadFrontBufferOff()
     grab.Update()
-    writer = vtkPNGWriter()
-    writer.SetFileName(str(png))
-    writer.SetInputConnection(grab.GetOutputPort())
-    writer.Write()
-    return {"parallel_scale_nm": parallel_scale, "right": right.tolist(), "up": true_up.tolist()}
+    frame = grab.GetOutput()
+    width, height, _ = frame.GetDimensions()
+    pixels = vtk_to_numpy(frame.GetPointData().GetScalars()).reshape(height, width, -1)[::-1, :, :3]  # bottom row first
+    return (np.ascontiguousarray(pixels, np.uint8),
+            {"parallel_scale_nm": parallel_scale, "right": right.tolist(), "up": true_up.tolist()})

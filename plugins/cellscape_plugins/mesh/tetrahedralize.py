@@ -47,6 +47,7 @@ import numpy as np
 
 import cellscape as cs
 
+from .._isolated import ChildDied, isolated
 from ._edges import unique_edges
 from ._slivers import remove_slivers
 from .quality import tet_volumes
@@ -254,7 +255,7 @@ class Tetrahedralize(cs.Tetrahedralizer):
         except (RuntimeError, ValueError) as exc:
             raise cs.InputError(f"mesh.tetrahedralize: TetGen failed on the surfaces of {everything} ({exc}); "
                                 f"{advice}") from exc
-        except _Crashed as exc:
+        except ChildDied as exc:
             raise cs.InputError(f"mesh.tetrahedralize: TetGen {exc} on the surfaces of {everything}; {advice}") from exc
         points = np.array(points, np.float64)
         tets = np.array(tets, np.int64)
@@ -424,102 +425,3 @@ def run_tetgen(vertices: np.ndarray, triangles: np.ndarray, options: dict, holes
         generator.add_region(region_id, point, max_volume)
     points, tets = generator.tetrahedralize(**options)[:2]
     return np.asarray(points, np.float64), np.asarray(tets, np.int64)
-
-
-class _Crashed(Exception):
-    """TetGen's process died (a segfault or abort inside TetGen) or ran out of time."""
-
-
-# The child is a fresh interpreter started with -c, not a multiprocessing "spawn" child: those re-run the caller's
-# __main__ script, so a user script calling mesh.tetrahedralize at top level (no `if __name__ == "__main__":`)
-# would start itself again instead of TetGen. Arguments and result travel through files of this run only: arrays
-# in an .npz (read with allow_pickle=False), everything else as JSON; nothing is pickled and nothing is kept.
-_CHILD = """
-import importlib, json, sys
-import numpy as np
-from cellscape_plugins.mesh.tetrahedralize import _pack, _unpack
-folder = sys.argv[1]
-with open(folder + "/call.json") as f:
-    call = json.load(f)
-with np.load(folder + "/args.npz", allow_pickle=False) as stored:
-    arrays = {name: stored[name] for name in stored.files}
-function = importlib.import_module(call["module"])
-for part in call["name"].split("."):
-    function = getattr(function, part)
-returned = {}
-try:
-    value = function(*_unpack(call["args"], arrays))
-    result = {"status": "ok", "value": _pack(value, returned)}
-except Exception as exc:
-    result = {"status": "error", "type": type(exc).__name__, "message": str(exc)}
-np.savez(folder + "/result.npz", **returned)
-with open(folder + "/result.json", "w") as f:
-    json.dump(result, f)
-"""
-
-#: exceptions a child's error comes back as (by name); any other becomes a RuntimeError with its type in the message
-_RAISED_AS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "MemoryError": MemoryError,
-              "TypeError": TypeError, "OSError": OSError}
-
-
-def _pack(value: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """``value`` as JSON, its arrays moved into ``arrays`` (referenced by name); tuples and lists become lists."""
-    if isinstance(value, np.ndarray):
-        name = f"a{len(arrays)}"
-        arrays[name] = value
-        return {"__array__": name}
-    if isinstance(value, (tuple, list)):
-        return [_pack(v, arrays) for v in value]
-    if isinstance(value, dict):
-        return {"__dict__": [[k, _pack(v, arrays)] for k, v in value.items()]}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _unpack(value: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """The inverse of :func:`_pack` (sequences come back as tuples)."""
-    if isinstance(value, dict):
-        if "__array__" in value:
-            return arrays[value["__array__"]]
-        return {k: _unpack(v, arrays) for k, v in value["__dict__"]}
-    if isinstance(value, list):
-        return tuple(_unpack(v, arrays) for v in value)
-    return value
-
-
-def isolated(function: Any, args: tuple, timeout_s: float) -> Any:
-    """``function(*args)`` in a fresh child process: a crash or hang there is reported here, this process lives on.
-
-    ``function`` must be importable by name (a module-level function); ``args`` and its result may hold numpy
-    arrays, numbers, strings, sequences and dicts (passed as .npz + JSON, never pickled; sequences come back as
-    tuples). An exception it raises is raised here (as its builtin type where that is a common one); a crash
-    (segfault, abort) or a run longer than ``timeout_s`` seconds raises ``_Crashed``.
-    """
-    import json
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory(prefix="cellscape-tetgen-") as folder:
-        arrays: dict[str, np.ndarray] = {}
-        call = {"module": function.__module__, "name": function.__qualname__, "args": _pack(tuple(args), arrays)}
-        np.savez(Path(folder) / "args.npz", **arrays)
-        (Path(folder) / "call.json").write_text(json.dumps(call))
-        try:
-            done = subprocess.run([sys.executable, "-c", _CHILD, folder], capture_output=True,
-                                  timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise _Crashed(f"did not finish within timeout_s={timeout_s:g} s") from exc
-        taken = Path(folder) / "result.json"
-        if done.returncode != 0 or not taken.exists():
-            last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
-            raise _Crashed(f"crashed (its process died: {last[0][:200]})")
-        result = json.loads(taken.read_text())
-        if result["status"] == "error":
-            kind = _RAISED_AS.get(result["type"])
-            raise kind(result["message"]) if kind else RuntimeError(f"{result['type']}: {result['message']}")
-        with np.load(Path(folder) / "result.npz", allow_pickle=False) as stored:
-            returned = {name: np.array(stored[name]) for name in stored.files}
-        return _unpack(result["value"], returned)

@@ -91,12 +91,12 @@ def test_a_crash_or_hang_in_the_child_becomes_an_error() -> None:
     import os
     import time
 
-    from cellscape_plugins.mesh.tetrahedralize import _Crashed, isolated
+    from cellscape_plugins._isolated import ChildDied, isolated
 
-    with pytest.raises(_Crashed, match="crashed"):
+    with pytest.raises(ChildDied, match="crashed"):
         isolated(os.abort, (), 60)
     start = time.perf_counter()
-    with pytest.raises(_Crashed, match="did not finish within timeout_s=1 s"):
+    with pytest.raises(ChildDied, match="did not finish within timeout_s=1 s"):
         isolated(time.sleep, (30,), 1)
     assert time.perf_counter() - start < 20
     assert isolated(divmod, (7, 2), 60) == (3, 1)
@@ -104,7 +104,8 @@ def test_a_crash_or_hang_in_the_child_becomes_an_error() -> None:
 
 def test_the_child_gets_and_returns_arrays_without_pickle() -> None:
     """Arrays travel as .npz (allow_pickle=False), the rest as JSON; errors come back by type and message."""
-    from cellscape_plugins.mesh.tetrahedralize import isolated, run_tetgen
+    from cellscape_plugins._isolated import isolated
+    from cellscape_plugins.mesh.tetrahedralize import run_tetgen
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 3)), rng.integers(0, 9, size=(4, 3)).astype(np.int32)
