@@ -45,6 +45,7 @@ scattered once as well.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import mmap
 import os
 import threading
@@ -88,68 +89,72 @@ class _ArrayReader:
         return np.asarray(self.array[region])
 
 
-class _ZarrReader:
-    """An OME-Zarr image's first resolution level, opened once per process and read block by block."""
+class _FileReader:
+    """A volume in a file, opened once per process on the first read; pickled as its path (a Dask worker opens
+    the file itself)."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...], leading: int):
-        self.path, self.shape, self.leading = Path(path), shape, leading
-        self.in_memory = False
-        self._array: Any = None
+    in_memory = False
+
+    def __init__(self, path: Path, shape: tuple[int, ...], *extra: Any):
+        self.path, self.shape, self.extra = Path(path), shape, extra
+        self._handle: Any = None
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "shape": self.shape, "leading": self.leading}
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.path, self.shape, *self.extra)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["shape"], state["leading"])  # type: ignore[misc]
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
+
+    def _opened(self) -> Any:
+        with self._lock:
+            if self._handle is None:
+                self._handle = self._open()
+        return self._handle
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+
+class _ZarrReader(_FileReader):
+    """An OME-Zarr image's first resolution level (``leading`` singleton axes before z, y, x), read block by block."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], leading: int):
+        super().__init__(path, shape, leading)
+        self.leading = leading
+
+    def _open(self) -> Any:
+        from .io._zarr import open_zarr_image
+
+        return open_zarr_image(self.path)[0]
 
     def read(self, region: Region) -> np.ndarray:
-        with self._lock:
-            if self._array is None:
-                from .io._zarr import open_zarr_image
-
-                self._array = open_zarr_image(self.path)[0]
+        array = self._opened()
         # one stored chunk at a time: zarr otherwise decodes every stored chunk the block touches at once, which
         # holds several times the block (a 48³ block across eight 64³ float32 chunks: 16 MiB for 0.4 MiB of voxels)
-        stored = tuple(self._array.chunks[-3:])
-        block = np.empty(tuple(s.stop - s.start for s in region), self._array.dtype)
-        pieces = [[(max(s.start, c), min(s.stop, c + size)) for c in range(s.start - s.start % size, s.stop, size)]
+        stored = tuple(array.chunks[-3:])
+        block = np.empty(tuple(s.stop - s.start for s in region), array.dtype)
+        pieces = [[slice(max(s.start, c), min(s.stop, c + size)) for c in range(s.start - s.start % size, s.stop, size)]
                   for s, size in zip(region, stored, strict=True)]
         try:
-            for z0, z1 in pieces[0]:
-                for y0, y1 in pieces[1]:
-                    for x0, x1 in pieces[2]:
-                        part = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
-                        block[tuple(slice(p.start - s.start, p.stop - s.start) for p, s in zip(part, region,
-                                                                                            strict=True))] = \
-                            self._array[(0,) * self.leading + part]
+            for part in itertools.product(*pieces):
+                inside = tuple(slice(p.start - s.start, p.stop - s.start) for p, s in zip(part, region, strict=True))
+                block[inside] = array[(0,) * self.leading + part]
             return block
         except Exception as exc:  # a damaged or missing chunk file
             raise InputError(f"{self.path}: unreadable OME-Zarr block {region} ({type(exc).__name__}: {exc})") from exc
 
 
-class _MrcReader:
+class _MrcReader(_FileReader):
     """An MRC file, memory-mapped once per process."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
-        self.path, self.shape = Path(path), shape
-        self.in_memory = False
-        self._data: Any = None
-        self._lock = threading.Lock()
+    def _open(self) -> Any:
+        import mrcfile
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "shape": self.shape}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["shape"])  # type: ignore[misc]
+        return mrcfile.mmap(str(self.path), mode="r", permissive=False).data
 
     def read(self, region: Region) -> np.ndarray:
-        with self._lock:
-            if self._data is None:
-                import mrcfile
-
-                self._data = mrcfile.mmap(str(self.path), mode="r", permissive=False).data
-        return np.array(self._data[region])  # a copy: the block must not keep the file's pages mapped
+        return np.array(self._opened()[region])  # a copy: the block must not keep the file's pages mapped
 
 
 class LazyVolume:
@@ -427,9 +432,9 @@ def run_chunked(method: Any, inputs: Mapping[str, Any], chunks: Any, scratch: st
     results.clear()
     assert probe is not None  # the first chunk is among the finished ones
     outputs: dict[str, Artefact] = {name: value for name, value in probe.items() if name not in arrays}
+    grid_nm = (lazy.voxel_size_nm, lazy.origin_nm)
     for name in arrays:
         data = np.load(targets[name], mmap_mode="r")
-        grid_nm = (lazy.voxel_size_nm, lazy.origin_nm)
         outputs[name] = (Labels(data, probe[name].class_names, *grid_nm) if isinstance(probe[name], Labels)
                          else Volume(data, *grid_nm))
     return {name: outputs[name] for name in probe}  # in the method's order
@@ -448,4 +453,3 @@ def _release(array: np.memmap) -> None:
     handle = getattr(array, "_mmap", None)
     if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         handle.madvise(mmap.MADV_DONTNEED)
-
