@@ -710,7 +710,6 @@ class LinearForm:
     system: DiscreteSystem
 
 
-
 @attrs.frozen
 class ReactionDiffusionParams:
     model: dict[str, Any] = cs.param(
