@@ -6,6 +6,15 @@ the nucleus its own surface nested inside), cropped to its bounding box and
 padded so that an object touching the volume border still gets a closed
 surface, smoothed with a Gaussian (which removes the voxel staircase) and
 contoured at 0.5. Triangles are oriented counter-clockwise seen from outside.
+
+Gaussian smoothing of the mask shrinks what it contours: convex parts and
+thin rims recede (on a 3-voxel-thick pierced shell, sigma 1 pulls the hole
+rims back by up to 2.6 voxels and loses 1.7% of the volume; on a sphere of
+radius R voxels the loss is about 3 sigma²/R² of the volume). With
+``match_volume`` (the default) each surface is therefore offset along its
+normals by one common distance, chosen so it encloses its mask's voxel
+volume: on that shell 0.025 voxel. The offset restores the volume, not the
+shape of the rims: lower ``sigma_voxels`` for sheets a few voxels thick.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ def drop_degenerate(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.nda
 
 
 def surface_of_mask(mask: np.ndarray, voxel_size_nm: tuple[float, float, float], origin_nm: tuple[float, float, float],
-                    sigma_voxels: float, step_size: int) -> tuple[np.ndarray, np.ndarray]:
+                    sigma_voxels: float, step_size: int, match_volume: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Closed, outward-oriented 0.5 iso-surface of a smoothed boolean mask.
 
     Parameters
@@ -76,6 +85,8 @@ def surface_of_mask(mask: np.ndarray, voxel_size_nm: tuple[float, float, float],
         Gaussian smoothing of the mask before contouring, in voxels (0: none).
     step_size : int
         Marching-cubes step in voxels.
+    match_volume : bool
+        Offset the surface along its normals by one common distance so it encloses the mask's voxel volume.
 
     Returns
     -------
@@ -104,6 +115,10 @@ def surface_of_mask(mask: np.ndarray, voxel_size_nm: tuple[float, float, float],
     vertices, triangles = drop_degenerate(vertices, triangles)
     if signed_volume(vertices, triangles) < 0:
         triangles = np.ascontiguousarray(triangles[:, ::-1])
+    if match_volume:
+        from ._surface_ops import offset_to_volume
+
+        vertices = offset_to_volume(vertices, triangles, float(mask.sum()) * math.prod(spacing))
     return vertices, triangles
 
 
@@ -114,6 +129,8 @@ class MarchingCubesParams:
                          help="'separate': one surface per label (marker = label); 'union': one surface, marker 1")
     sigma_voxels: float = cs.param(1.0, ge=0, le=10, unit="voxel", help="Gaussian smoothing of each mask before contouring")
     step_size: int = cs.param(1, ge=1, le=8, unit="voxel", help="marching-cubes step (larger = coarser)")
+    match_volume: bool = cs.param(True, help="offset each surface along its normals by one common distance (a "
+                                  "fraction of a voxel) so it encloses its mask's voxel volume")
 
 
 class MarchingCubes(cs.Mesher):
@@ -162,7 +179,8 @@ class MarchingCubes(cs.Mesher):
                 warnings.warn(f"mesh.marching_cubes: label(s) {values} touch the volume border; the surface was closed "
                               "at the border", stacklevel=2)
             origin = tuple(o + s.start * v for o, s, v in zip(labels.origin_nm, box, labels.voxel_size_nm, strict=True))
-            vertices, triangles = surface_of_mask(mask, labels.voxel_size_nm, origin, p.sigma_voxels, p.step_size)
+            vertices, triangles = surface_of_mask(mask, labels.voxel_size_nm, origin, p.sigma_voxels, p.step_size,
+                                                  p.match_volume)
             all_vertices.append(vertices)
             all_triangles.append(triangles + offset)
             markers.append(np.full(len(triangles), marker, np.int32))
