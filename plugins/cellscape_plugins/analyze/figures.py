@@ -22,6 +22,7 @@ import numpy as np
 
 import cellscape as cs
 
+from .._tetmesh import exterior_faces
 from .summary import mean_concentration_by_region, triangle_angles_deg
 
 
@@ -170,37 +171,6 @@ def _render_triangles(ax: Any, vertices: np.ndarray, triangles: np.ndarray, colo
     ax.set_xlabel("x (nm)")
     ax.set_ylabel("y (nm)")
     ax.set_zlabel("z (nm)")
-
-
-def exterior_faces(tetrahedra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Faces that belong to one tetrahedron only (the surface of this set of tetrahedra).
-
-    Returns
-    -------
-    triangles : ndarray (f, 3) int64
-        Node indices of each exterior face.
-    owner : ndarray (f,) int64
-        Index of the tetrahedron each face belongs to.
-    """
-    tets = np.asarray(tetrahedra, np.int64)
-    faces = tets[:, [[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]]].reshape(-1, 3)
-    owner = np.repeat(np.arange(len(tets)), 4)
-    if len(faces) == 0:
-        return faces, owner
-    ordered = np.sort(faces, axis=1)
-    n = int(ordered.max()) + 1
-    if n < 2_000_000:  # n³ < 2⁶³: one integer key per face
-        key = (ordered[:, 0] * n + ordered[:, 1]) * n + ordered[:, 2]
-        order = np.argsort(key, kind="stable")
-        same = key[order][1:] == key[order][:-1]
-    else:
-        order = np.lexsort(ordered.T[::-1])
-        same = (ordered[order][1:] == ordered[order][:-1]).all(axis=1)
-    single = np.ones(len(faces), bool)
-    single[:-1] &= ~same
-    single[1:] &= ~same
-    picked = order[single]
-    return faces[picked], owner[picked]
 
 
 def _front_octant(points: np.ndarray, centre: np.ndarray) -> np.ndarray:

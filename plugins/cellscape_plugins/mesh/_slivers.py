@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._tetmesh import TET_FACES
+
 __all__ = ["remove_slivers", "tet_scores"]
 
-_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
 _FACE_PAIRS = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
 
 
@@ -27,7 +28,7 @@ def tet_scores(corners: np.ndarray, min_dihedral_deg: float, min_radius_ratio: f
     """
     a, b, c, d = (corners[..., i, :] for i in range(4))
     triple = np.einsum("...j,...j->...", b - a, np.cross(c - a, d - a))
-    face = corners[..., _FACES, :]
+    face = corners[..., TET_FACES, :]
     normal = np.cross(face[..., 1, :] - face[..., 0, :], face[..., 2, :] - face[..., 0, :])
     # face i's normal points away from corner i when the tetrahedron is positive
     towards = np.einsum("...ij,...ij->...i", normal, corners - face[..., 0, :])

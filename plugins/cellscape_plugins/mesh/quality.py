@@ -22,6 +22,7 @@ import numpy as np
 
 import cellscape as cs
 
+from .._tetmesh import TET_FACES
 from ._edges import unique_edges
 from .marching_cubes import signed_volume
 
@@ -51,7 +52,6 @@ SMALL_DIHEDRAL_DEG = 10.0
 # the six edges (i, j) of a tetrahedron and, per edge, the two corners (k, l) off it
 _TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
 _TET_OFF_EDGE = np.array([[2, 3], [1, 3], [1, 2], [0, 3], [0, 2], [0, 1]])
-_TET_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -435,7 +435,7 @@ def radius_ratios(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
     corners = np.asarray(points, float)[tets]
     a, b, c = (corners[:, i] - corners[:, 0] for i in (1, 2, 3))
     triple = _dot(a, np.cross(b, c))
-    faces = corners[:, _TET_FACES]
+    faces = corners[:, TET_FACES]
     face_area = np.linalg.norm(np.cross(faces[:, :, 1] - faces[:, :, 0], faces[:, :, 2] - faces[:, :, 0]), axis=2) / 2
     inradius = 3 * np.abs(triple) / 6.0 / face_area.sum(axis=1)
     offset = (_dot(a, a)[:, None] * np.cross(b, c) + _dot(b, b)[:, None] * np.cross(c, a)

@@ -40,12 +40,12 @@ import numpy as np
 
 import cellscape as cs
 
+from .._tetmesh import TET_FACES
 from ._slivers import remove_slivers
 
 # the six edges of a tetrahedron as corner pairs, and the three of a triangle
 _TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
 _TRIANGLE_EDGES = np.array([[0, 1], [1, 2], [0, 2]])
-_TET_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
 # edge keys are ``low * _KEY_BASE + high``: one int64 per undirected edge, valid while points are added
 _KEY_BASE = np.int64(1) << 31
 
@@ -244,7 +244,7 @@ def _inside_regions(tets: np.ndarray, markers: np.ndarray, boundary: np.ndarray,
     np.maximum.at(highest, around.ravel(), np.repeat(around_markers.astype(np.int64), 4))
     movable &= lowest == highest
     # a face with a movable corner is in ``around`` with every tetrahedron that shares it: counted once = outer
-    faces = np.sort(around[:, _TET_FACES].reshape(-1, 3), axis=1)
+    faces = np.sort(around[:, TET_FACES].reshape(-1, 3), axis=1)
     faces = faces[movable[faces].any(axis=1)]
     if len(faces):
         unique, counts = np.unique(faces, axis=0, return_counts=True)

@@ -61,6 +61,7 @@ import numpy as np
 
 import cellscape as cs
 
+from .._tetmesh import TET_FACES, row_keys
 from ._p1 import assemble_p1, element_geometry
 
 if TYPE_CHECKING:
@@ -94,8 +95,6 @@ Coefficient = float | Mapping[int, float] | np.ndarray
 #: a constant, a vectorized callable ``f(x, y, z)`` of coordinates in µm, or nodal values (n,)
 Data = float | Callable[..., Any] | np.ndarray
 
-# face i of a tetrahedron is the one opposite its corner i
-_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
 _TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
 _TRIANGLE_EDGES = np.array([[0, 1], [1, 2], [0, 2]])
 
@@ -222,18 +221,6 @@ def _points_um(mesh: cs.TetMesh) -> np.ndarray:
     return np.asarray(mesh.points, np.float64) / NM_PER_UM
 
 
-def _row_keys(rows: np.ndarray, n_points: int) -> np.ndarray:
-    """One int64 key per row of sorted vertex indices (k, m), equal exactly when the rows are."""
-    rows = np.sort(rows, axis=1)
-    if float(n_points) ** rows.shape[1] < 2.0**62:
-        key = np.zeros(len(rows), np.int64)
-        for column in range(rows.shape[1]):
-            key = key * n_points + rows[:, column]
-        return key
-    return np.unique(rows, axis=0, return_inverse=True)[1].astype(np.int64).ravel()
-
-
-
 @attrs.frozen(eq=False)
 class _Topology:
     """Faces of the tetrahedra: local face ``4 e + i`` is face i (opposite corner i) of tetrahedron e."""
@@ -247,8 +234,8 @@ class _Topology:
 
 def _topology(mesh: cs.TetMesh, tets: np.ndarray) -> _Topology:
     n = len(mesh.points)
-    faces = tets[:, _FACES].reshape(-1, 3)
-    keys = _row_keys(faces, n)
+    faces = tets[:, TET_FACES].reshape(-1, 3)
+    keys = row_keys(faces, n)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     same = sorted_keys[1:] == sorted_keys[:-1]
@@ -265,7 +252,7 @@ def _topology(mesh: cs.TetMesh, tets: np.ndarray) -> _Topology:
     interface_markers = np.zeros(0, np.int64)
     triangles = np.asarray(mesh.boundary_triangles, np.int64)
     if len(triangles) and len(boundary):
-        triangle_keys = _row_keys(triangles, n)
+        triangle_keys = row_keys(triangles, n)
         boundary_keys = keys[boundary]
         boundary_order = np.argsort(boundary_keys)
         where = np.clip(np.searchsorted(boundary_keys[boundary_order], triangle_keys), 0, len(boundary) - 1)
@@ -400,7 +387,7 @@ def _discretize(mesh: cs.TetMesh, problem: StationaryProblem) -> _Discrete:
 
 
 def _face_nodes(d: _Discrete, local_faces: np.ndarray) -> np.ndarray:
-    return d.tets[local_faces // 4][np.arange(len(local_faces))[:, None], _FACES[local_faces % 4]]
+    return d.tets[local_faces // 4][np.arange(len(local_faces))[:, None], TET_FACES[local_faces % 4]]
 
 
 def _face_areas(d: _Discrete, local_faces: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import pytest
 from meshes import cube_mesh
 
 import cellscape as cs
+from cellscape_plugins._tetmesh import exterior_faces
 from cellscape_plugins.analyze import _vtk_render, figures
 
 UPPER, LOWER = np.array([214, 39, 40]), np.array([31, 119, 180])  # red and blue
@@ -92,7 +93,7 @@ def test_failing_gl_context_falls_back_to_matplotlib(fresh_vtk, tmp_path) -> Non
 
 def test_exterior_faces_of_a_cube_mesh_are_its_boundary() -> None:
     mesh = cube_mesh(3, 600.0, regions_split=True)
-    faces, owner = figures.exterior_faces(mesh.tetrahedra)
+    faces, owner = exterior_faces(mesh.tetrahedra)
     assert len(faces) == 6 * 9 * 2
     assert {tuple(f) for f in np.sort(faces, axis=1)} == {tuple(f) for f in np.sort(mesh.boundary_triangles, axis=1)}
     assert (faces[:, :, None] == mesh.tetrahedra[owner][:, None, :]).any(axis=2).all()  # each face is its owner's
