@@ -12,7 +12,7 @@ import numpy as np
 
 import cellscape as cs
 
-from .._trimesh import mean_curvature, triangle_areas, vertex_areas
+from .._trimesh import mean_curvature, point_to_surface, triangle_areas, vertex_areas
 from ._shapes import Shape
 
 # ------------------------------------------------------------------------------------------- descriptors
@@ -71,54 +71,6 @@ def shape_descriptors(shapes: list[Shape], title: str = "shape descriptors") -> 
 
 
 # --------------------------------------------------------------------------------------- surface distance
-
-
-def _point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Euclidean distance from each point to its triangle; all arrays shape (..., 3)."""
-    ab, ac, ap = b - a, c - a, p - a
-    d00 = np.einsum("...i,...i", ab, ab)
-    d01 = np.einsum("...i,...i", ab, ac)
-    d11 = np.einsum("...i,...i", ac, ac)
-    d20 = np.einsum("...i,...i", ap, ab)
-    d21 = np.einsum("...i,...i", ap, ac)
-    denominator = d00 * d11 - d01 * d01
-    safe = np.where(denominator > 1e-300, denominator, 1.0)
-    v = (d11 * d20 - d01 * d21) / safe
-    w = (d00 * d21 - d01 * d20) / safe
-    inside = (denominator > 1e-300) & (v >= 0) & (w >= 0) & (v + w <= 1)
-    foot = a + v[..., None] * ab + w[..., None] * ac
-    plane = np.linalg.norm(p - foot, axis=-1)
-
-    def segment(s: np.ndarray, e: np.ndarray) -> np.ndarray:
-        d = e - s
-        t = np.clip(np.einsum("...i,...i", p - s, d) / np.maximum(np.einsum("...i,...i", d, d), 1e-300), 0.0, 1.0)
-        return np.linalg.norm(p - s - t[..., None] * d, axis=-1)
-
-    edges = np.minimum(np.minimum(segment(a, b), segment(b, c)), segment(c, a))
-    return np.where(inside, plane, edges)
-
-
-def point_to_surface(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, candidates: int = 16) -> np.ndarray:
-    """Distance from each point to a triangle mesh, shape (n,), in the mesh's unit.
-
-    Exact point-to-triangle distances to the ``candidates`` triangles whose
-    centroids lie nearest (a k-d tree), which contain the closest triangle
-    on any mesh whose triangles are not much longer than their neighbours.
-    """
-    from scipy.spatial import cKDTree
-
-    centroids = vertices[triangles].mean(axis=1)
-    k = min(candidates, len(triangles))
-    _, nearest = cKDTree(centroids).query(points, k=k)
-    nearest = nearest.reshape(len(points), k)
-    best = np.full(len(points), np.inf)
-    for start in range(0, len(points), 8192):
-        block = slice(start, start + 8192)
-        tri = triangles[nearest[block]]
-        p = points[block, None, :]
-        d = _point_triangle_distance(p, vertices[tri[..., 0]], vertices[tri[..., 1]], vertices[tri[..., 2]])
-        best[block] = d.min(axis=1)
-    return best
 
 
 def surface_distance(vertices_a: np.ndarray, triangles_a: np.ndarray, vertices_b: np.ndarray,

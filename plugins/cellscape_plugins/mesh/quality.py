@@ -23,6 +23,7 @@ import numpy as np
 import cellscape as cs
 
 from .._tetmesh import TET_FACES
+from .._trimesh import point_to_surface, triangle_areas
 from ._edges import unique_edges
 from .marching_cubes import signed_volume
 
@@ -101,12 +102,6 @@ def triangle_angles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = _dot(to_next, to_previous) / (np.linalg.norm(to_next, axis=2) * np.linalg.norm(to_previous, axis=2))
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area of each triangle, shape (m,), in the vertices' unit squared."""
-    a, b, c = (np.asarray(vertices, float)[triangles[:, i]] for i in range(3))
-    return np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2.0
 
 
 def triangle_aspect_ratios(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -265,79 +260,6 @@ def manifold_report(triangles: np.ndarray) -> dict[str, Any]:
 # -- distance between surfaces ------------------------------------------------------------------
 
 
-def _closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Closest point to p[i] on triangle (a[i], b[i], c[i]), by Voronoi regions (Ericson, Real-Time
-    Collision Detection, 5.1.5). All arrays shape (p, 3)."""
-    ab, ac = b - a, c - a
-    d1, d2 = _dot(ab, p - a), _dot(ac, p - a)
-    d3, d4 = _dot(ab, p - b), _dot(ac, p - b)
-    d5, d6 = _dot(ab, p - c), _dot(ac, p - c)
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_ab = (d1 / (d1 - d3))[:, None]
-        t_ac = (d2 / (d2 - d6))[:, None]
-        t_bc = ((d4 - d3) / ((d4 - d3) + (d5 - d6)))[:, None]
-        denom = va + vb + vc
-        inside = a + ab * (vb / denom)[:, None] + ac * (vc / denom)[:, None]
-    regions = [
-        (d1 <= 0) & (d2 <= 0),
-        (d3 >= 0) & (d4 <= d3),
-        (vc <= 0) & (d1 >= 0) & (d3 <= 0),
-        (d6 >= 0) & (d5 <= d6),
-        (vb <= 0) & (d2 >= 0) & (d6 <= 0),
-        (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0),
-    ]
-    choices = [a, b, a + ab * t_ab, c, a + ac * t_ac, b + (c - b) * t_bc]
-    return np.select([r[:, None] for r in regions], choices, default=inside)
-
-
-def _point_to_surface(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray,
-                      chunk: int = 20000) -> np.ndarray:
-    """Exact distance from each point to the nearest triangle.
-
-    The nearest vertex bounds the distance from above (u); a triangle with centroid c and largest
-    centroid-to-corner distance R can only be that close if |p − c| ≤ u + R, so only those triangles
-    are tested exactly. The triangles are searched in groups of similar R (within a factor of 2),
-    smallest first, each with its own largest R and the bound u lowered by the groups before: one
-    long triangle would otherwise widen every point's search, and the candidate pairs (memory) with
-    it — the phantom cell's surfaces decimated by pymeshlab took 17 GB that way.
-    """
-    from scipy.spatial import cKDTree
-
-    corners = vertices[triangles]
-    centroids = corners.mean(axis=1)
-    reaches = np.linalg.norm(corners - centroids[:, None], axis=2).max(axis=1)
-    positive = reaches[reaches > 0]
-    base = float(positive.min()) if len(positive) else 1.0
-    group = np.floor(np.log2(np.maximum(reaches, base) / base)).astype(np.int64)
-    distances = cKDTree(vertices).query(points)[0]
-    for g in np.unique(group):
-        members = np.flatnonzero(group == g)
-        reach = float(reaches[members].max())
-        tree = cKDTree(centroids[members])
-        for start in range(0, len(points), chunk):  # chunks bound the memory of the candidate pairs
-            block, bound = points[start:start + chunk], distances[start:start + chunk]
-            hits = tree.query_ball_point(block, bound + reach * (1 + 1e-9) + 1e-12, return_sorted=False)
-            sizes = np.fromiter(map(len, hits), np.int64, len(hits))
-            if not sizes.sum():
-                continue
-            candidate = members[np.concatenate(hits).astype(np.int64)]
-            which = np.repeat(np.arange(len(block)), sizes)
-            # the same bound with each triangle's own reach drops most candidates before the exact test
-            near = (np.linalg.norm(block[which] - centroids[candidate], axis=1) - reaches[candidate]
-                    <= bound[which] * (1 + 1e-9) + 1e-12)
-            candidate, which = candidate[near], which[near]
-            tri = corners[candidate]
-            nearest = _closest_points_on_triangles(block[which], tri[:, 0], tri[:, 1], tri[:, 2])
-            gap = np.linalg.norm(block[which] - nearest, axis=1)
-            # a degenerate triangle gives NaN: its corners still bound the distance
-            gap = np.where(np.isfinite(gap), gap, np.linalg.norm(tri - block[which][:, None], axis=2).min(axis=1))
-            best = np.full(len(block), np.inf)
-            np.minimum.at(best, which, gap)
-            distances[start:start + chunk] = np.minimum(best, bound)
-    return distances
-
-
 def _surface_samples(vertices: np.ndarray, triangles: np.ndarray, samples: int, seed: int) -> np.ndarray:
     """The vertices used by the triangles plus ``samples`` area-weighted uniform random surface points."""
     area = triangle_areas(vertices, triangles)
@@ -357,7 +279,7 @@ def hausdorff_distance(a_vertices: np.ndarray, a_triangles: np.ndarray, b_vertic
 
     Each surface is sampled at its vertices plus ``samples`` area-weighted random points; for every
     sample the exact point-to-triangle distance to the other surface is computed (candidate
-    triangles found with a k-d tree of centroids, see :func:`_point_to_surface`). The result is the
+    triangles found with a k-d tree of centroids, see :func:`cellscape_plugins._trimesh.point_to_surface`). The result is the
     larger of the two one-sided maxima, so it is a lower bound of the true Hausdorff distance that
     converges as ``samples`` grows (the same scheme as Metro / MeshLab's sampling filter).
 
@@ -378,8 +300,8 @@ def hausdorff_distance(a_vertices: np.ndarray, a_triangles: np.ndarray, b_vertic
     """
     a_vertices, b_vertices = np.asarray(a_vertices, float), np.asarray(b_vertices, float)
     a_triangles, b_triangles = np.asarray(a_triangles, np.int64), np.asarray(b_triangles, np.int64)
-    a_to_b = _point_to_surface(_surface_samples(a_vertices, a_triangles, samples, seed), b_vertices, b_triangles)
-    b_to_a = _point_to_surface(_surface_samples(b_vertices, b_triangles, samples, seed + 1), a_vertices, a_triangles)
+    a_to_b = point_to_surface(_surface_samples(a_vertices, a_triangles, samples, seed), b_vertices, b_triangles)
+    b_to_a = point_to_surface(_surface_samples(b_vertices, b_triangles, samples, seed + 1), a_vertices, a_triangles)
     return float(max(a_to_b.max(), b_to_a.max()))
 
 

@@ -9,6 +9,7 @@ import pytest
 from scipy import special
 
 import cellscape as cs
+from cellscape_plugins._trimesh import closest_points_on_triangles
 from cellscape_plugins.generate import _descriptors, _shapes
 from cellscape_plugins.generate._harmonics import icosphere
 
@@ -225,7 +226,9 @@ def test_point_to_surface_is_exact_against_brute_force() -> None:
     points = np.random.default_rng(3).normal(scale=40, size=(200, 3))
     fast = _descriptors.point_to_surface(points, vertices, triangles)
     a, b, c = (vertices[triangles[:, i]] for i in range(3))
-    brute = _descriptors._point_triangle_distance(points[:, None], a[None], b[None], c[None]).min(axis=1)
+    # every point against every triangle
+    p, k = np.repeat(points, len(a), axis=0), np.tile(np.arange(len(a)), len(points))
+    brute = np.linalg.norm(p - closest_points_on_triangles(p, a[k], b[k], c[k]), axis=1).reshape(len(points), -1).min(axis=1)
     np.testing.assert_allclose(fast, brute, rtol=1e-12)
     # a point on a face, one on an edge and one at a vertex are at distance 0
     on_face = (a[0] + b[0] + c[0]) / 3

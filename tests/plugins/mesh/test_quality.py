@@ -7,6 +7,7 @@ import pytest
 from meshes import cube_mesh, cube_surface
 
 import cellscape as cs
+from cellscape_plugins._trimesh import closest_points_on_triangles, point_to_surface
 from cellscape_plugins.mesh import quality as q
 
 EQUILATERAL = (np.array([[0, 0, 0], [1, 0, 0], [0.5, np.sqrt(3) / 2, 0]]), np.array([[0, 1, 2]]))
@@ -172,7 +173,7 @@ def test_hausdorff_is_point_to_surface_not_point_to_vertex() -> None:
     # a small triangle floating above the middle of a large one is 2 away from it, but ~7 from its corners
     small = np.array([[5, 5, 2], [5.1, 5, 2], [5, 5.1, 2]], float)
     assert q.hausdorff_distance(small, np.array([[0, 1, 2]]), square, triangles, samples=100) > 2
-    distances = q._point_to_surface(small, square, triangles)
+    distances = point_to_surface(small, square, triangles)
     np.testing.assert_allclose(distances, [2, 2, 2])
 
 
@@ -181,7 +182,7 @@ def test_closest_point_regions() -> None:
     cases = {(-1, -1, 0): (0, 0, 0), (2, -1, 0): (1, 0, 0), (-1, 2, 0): (0, 1, 0), (0.5, -1, 0): (0.5, 0, 0),
              (-1, 0.5, 0): (0, 0.5, 0), (1, 1, 0): (0.5, 0.5, 0), (0.2, 0.2, 3): (0.2, 0.2, 0)}
     for point, expected in cases.items():
-        closest = q._closest_points_on_triangles(np.array([point], float), a, b, c)
+        closest = closest_points_on_triangles(np.array([point], float), a, b, c)
         np.testing.assert_allclose(closest, [expected], atol=1e-12)
 
 
