@@ -278,3 +278,38 @@ def test_missing_torch_is_reported(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(cs.MissingDependencyError, match=r"segment.unet needs the package 'torch'.*cellscape\[ml\]"):
         cs.method("segment.unet")(volume, training_labels=scribbles(truth, 0.5))
+
+
+@pytest.mark.requires("sklearn")
+def test_distillation_labels_keep_the_scribbles_and_take_the_rest_from_a_forest() -> None:
+    from cellscape_plugins.segment.unet import distillation_labels
+
+    volume, truth = disk_cell()
+    sparse = scribbles(truth, 0.02)
+    dense = distillation_labels(volume, sparse, seed=0)
+    labeled = sparse.data > 0
+    np.testing.assert_array_equal(dense.data[labeled], sparse.data[labeled])
+    assert (dense.data > 0).all() and dense.class_names == sparse.class_names
+    assert (dense.data[~labeled] == truth[~labeled]).mean() > 0.95  # the forest's guesses for the other 98%
+
+
+@pytest.mark.requires("sklearn")
+def test_a_forest_teacher_gives_a_dense_unweighted_training() -> None:
+    from cellscape_plugins.segment.unet import training_steps
+
+    volume, truth = disk_cell()
+    unet = cs.method("segment.unet", teacher="random_forest", iterations=60, **SMALL)
+    out = unet(volume, training_labels=scribbles(truth, 0.02))
+    meta = unet.model.meta
+    assert meta["teacher"] == "random_forest" and meta["iterations"] == 60
+    # no re-weighting: the training prior is the dense labels' class shares (the disk is 26% of the voxels)
+    assert meta["class_prior"] == "training" and meta["volume_prior"] is None
+    assert meta["training_prior"][1] == pytest.approx((truth == 2).mean(), abs=0.03)
+    assert dice(out["labels"].data, truth, 2) > 0.9
+    assert training_steps(cs.method("segment.unet", teacher="random_forest").params) == 8000
+    assert training_steps(cs.method("segment.unet").params) == 1000
+
+
+def test_an_unknown_teacher_is_refused() -> None:
+    with pytest.raises(cs.InputError, match=r"segment.unet: parameter 'teacher': 'svm' is not one of None, 'random_forest'"):
+        cs.method("segment.unet", teacher="svm")
