@@ -7,12 +7,14 @@ mitochondria; training labels from `generate.scribbles` (1% of the voxels, in-pl
 same number per class). Two phantoms (seeds 0 and 1) with their own scribbles, so neither method's
 defaults are judged on one volume.
 
-Rows, per phantom: `segment.random_forest` with its defaults; `segment.unet` with its defaults
-(2D network on XY slices with 2 context slices on each side, 1000 training steps, class prior
+Rows, per phantom: `segment.random_forest` with its defaults; `segment.unet` with its defaults,
+taught by a forest (`teacher: random_forest`: a forest trained on the scribbles labels the other
+voxels, the network trains 8000 steps on all of them); `segment.unet` with `teacher: null`, from
+the scribbles alone (2D network on XY slices with 2 context slices on each side, 1000 training steps, class prior
 from the mean posterior, predictions averaged over 16 mirror images / transposes / z-reversed
 contexts). Each is trained and then applied to the whole training volume (the voxels outside the
 scribbles are the test set, as in `bench_segment`), each in its own process. For the first phantom
-the trained U-Net is also applied by `segment.unet_apply` chunk by chunk
+the trained U-Net (scribbles alone) is also applied by `segment.unet_apply` chunk by chunk
 (`cellscape._chunked.run_chunked`, chunks of 64³ grown by the network's receptive margin), to show
 that chunked inference gives the whole-volume labels in less memory.
 
@@ -38,7 +40,10 @@ from bench_segment import phantom
 N = 128
 SEEDS = (0, 1)
 CHUNKS = 64
-UNET_ROW = "segment.unet (defaults: 2D, 2 context slices, 1000 steps, 16-fold test-time averaging)"
+UNET_ROW = ("segment.unet, teacher: None (scribbles alone: 2D, 2 context slices, 1000 steps, 16-fold test-time "
+            "averaging)")
+TEACHER_ROW = ("segment.unet (defaults: teacher random_forest, 8000 steps on the scribbles + the forest's labels; "
+               "train [s] includes the forest)")
 THREADS = 1  # torch's threads: on the shared machine, 2 spinning threads made training 7x slower than 1
 
 
@@ -68,11 +73,26 @@ def unet(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dict) -> np
 
     import cellscape as cs
 
-    net = cs.method("segment.unet")
+    net = cs.method("segment.unet", teacher=None)
     start = time.perf_counter()
     net.fit(_volume(image), cs.Labels(scribbles, {}, 4.0))
     timer["train"] = time.perf_counter() - start
     net.save(job["model"])
+    start = time.perf_counter()
+    labels = net(_volume(image))["labels"].data
+    timer["predict"] = time.perf_counter() - start
+    return labels
+
+
+def unet_teacher(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dict) -> np.ndarray:
+    import time
+
+    import cellscape as cs
+
+    net = cs.method("segment.unet")  # its defaults: taught by a random forest
+    start = time.perf_counter()
+    net.fit(_volume(image), cs.Labels(scribbles, {}, 4.0))  # the forest's training and prediction included
+    timer["train"] = time.perf_counter() - start
     start = time.perf_counter()
     labels = net(_volume(image))["labels"].data
     timer["predict"] = time.perf_counter() - start
@@ -94,7 +114,7 @@ def unet_chunked(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dic
     return result
 
 
-METHODS = {"random_forest": random_forest, "unet": unet, "unet_chunked": unet_chunked}
+METHODS = {"random_forest": random_forest, "unet": unet, "unet_teacher": unet_teacher, "unet_chunked": unet_chunked}
 
 
 def child(job: dict) -> dict:
@@ -119,10 +139,27 @@ def dice(labels: np.ndarray, truth: np.ndarray, value: int) -> float:
     return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
+TEACHER = (
+    "Why the teacher: the network trained on the scribbles alone draws the membrane too thick where the scribbles "
+    "leave the band next to it unlabeled (diagnosis below). Given labels for every voxel it does not: trained on the "
+    "dense TRUE labels (an upper bound, not something a user has) it reached 0.941 / 0.937 after 1000 steps and "
+    "0.961 / 0.979 after 4000 on phantom seed 0, above the forest. The forest's labels stand in for the truth: "
+    "the scribbles keep their labels, the forest's fill the other 99% of voxels. On seed 0 the taught network "
+    "reached 0.951 / 0.976 after 4000 steps and 0.958 / 0.979 after 8000 (the default with a teacher): the "
+    "student ends above its teacher because it smooths the forest's voxel-wise errors; on seed 1 0.957 / 0.978 "
+    "against the forest's 0.955 / 0.975. The longer training alone does not do it: from the scribbles alone, "
+    "8000 steps gave 0.933 / 0.974 on seed 0 (1000 steps: 0.891 / 0.968). A second round taught by "
+    "the mean of the forest's and the first network's probabilities did not help (0.951 / 0.976 at 4000 steps); "
+    "an edge-aware Potts loss on unlabeled voxels (Tang et al. 2018, weights 1 and 4) gave 0.884 / 0.962 and "
+    "0.874 / 0.968 from scribbles alone; without intensity jitter 0.894 / 0.969."
+)
+
+
 VARIANTS = (
-    "Variants tried on phantom seed 0 (one training each; Dice membrane / mitochondria; 2.5D network, 1000 steps, "
-    "mean-posterior prior, 4 mirror images unless said). Earlier: 2000 steps 0.898 / 0.957, 4 context slices "
-    "0.865 / 0.975, 16 base channels 0.887 / 0.964. This round: old defaults 0.887 / 0.966; the same network "
+    "Variants of the network trained from scribbles alone, tried earlier on phantom seed 0 (one training each; Dice "
+    "membrane / mitochondria; 2.5D network, 1000 steps, mean-posterior prior, 4 mirror images unless said): "
+    "2000 steps 0.898 / 0.957, 4 context slices "
+    "0.865 / 0.975, 16 base channels 0.887 / 0.964. old defaults 0.887 / 0.966; the same network "
     "averaged over 16 transforms (the new default) 0.891 / 0.968, and with the prior by EM to convergence "
     "0.898 / 0.965; re-weighting its probabilities to the true class frequencies 0.895 (the best any prior "
     "correction of that network can do; the best fixed membrane down-weighting 0.892); peak learning rate 1e-3 "
@@ -139,7 +176,7 @@ VARIANTS = (
     "et al.'s border weight map (w0 10 / 30, σ 3 voxels; 16 transforms) 0.890 / 0.957, 0.881 / 0.955 (fewer false, more "
     "missed membrane voxels; best prior re-weighting 0.891); a 3D U-Net "
     "(32³ patches, batch 2, 1000 steps, 185 s) 0.898 / 0.973. Two bounds: the same 2.5D network trained on the "
-    "DENSE truth (every voxel labeled, 600 steps) reaches only 0.933 / 0.908, and a hybrid fed the forest's "
+    "DENSE truth (every voxel labeled, 600 steps) 0.933 / 0.908, and a hybrid fed the forest's "
     "probabilities as 3 extra input channels (an experiment, not an option of segment.unet) 0.941 / 0.975. "
     "Diagnosis: every false membrane voxel is next to the true membrane (the U-Net draws it 0.4 voxel too thick "
     "on its inner side: at 2.25 voxels inside the cell radius 76% of voxels are called membrane, by the forest "
@@ -148,8 +185,9 @@ VARIANTS = (
     "graded votes presumably let its EM prior place the edge. "
     "A 3D network is not the default: about 3-5x the training time for +0.01. The chunked row applies the same model "
     "chunk by chunk: its labels equal the whole-volume labels (the overlap-tile inference makes each voxel "
-    "independent of where tiles and chunks fall). Measured on a shared 2-core machine (load average 5-9 from "
-    "other jobs), so seconds are indicative; the forest and the U-Net ran one after the other in the same run."
+    "independent of where tiles and chunks fall). Measured on the 2-core machine with the mesh benchmark running beside it "
+    "(load average about 2-3), so seconds are indicative; the forest and the U-Nets ran one after the other in "
+    "the same run."
 )
 
 
@@ -178,16 +216,23 @@ def run() -> dict:
             model = str(here / f"unet_{seed}.npz")
             whole, stats = harness.run_child(__file__, {"name": "unet", "model": model}, folder)
             rows.append(row(UNET_ROW, seed, whole, stats, truth))
+            rows.append(row(TEACHER_ROW, seed, *harness.run_child(__file__, {"name": "unet_teacher"}, folder), truth))
             if seed == SEEDS[0]:
                 chunked, stats = harness.run_child(__file__, {"name": "unet_chunked", "model": model}, folder)
                 rows.append(row(f"segment.unet_apply, chunks of {CHUNKS}³ (same model)", seed, chunked, stats, truth))
                 rows[-1]["labels equal to whole-volume U-Net"] = float(np.mean(chunked == whole))
     forest = [r for r in rows if r["method"].startswith("segment.random_forest")]
-    net = [r for r in rows if r["method"].startswith("segment.unet (")]
-    summary = "; ".join(
-        f"seed {f['phantom seed']}: membrane {n['Dice membrane']:.3f} vs {f['Dice membrane']:.3f}, mitochondria "
-        f"{n['Dice mitochondria']:.3f} vs {f['Dice mitochondria']:.3f}, training {n['train [s]'] / f['train [s]']:.1f}x "
-        "the forest's time" for f, n in zip(forest, net, strict=True))
+    net = [r for r in rows if r["method"] == TEACHER_ROW]
+    alone = [r for r in rows if r["method"] == UNET_ROW]
+
+    def compare(f: dict, n: dict) -> str:
+        return (f"seed {f['phantom seed']}: membrane {n['Dice membrane']:.3f} vs {f['Dice membrane']:.3f}, "
+                f"mitochondria {n['Dice mitochondria']:.3f} vs {f['Dice mitochondria']:.3f}, training "
+                f"{n['train [s]'] / f['train [s]']:.1f}x the forest's time")
+
+    met = all(n[c] >= f[c] for f, n in zip(forest, net, strict=True) for c in ("Dice membrane", "Dice mitochondria"))
+    summary = "; ".join(compare(f, n) for f, n in zip(forest, net, strict=True))
+    summary_alone = "; ".join(compare(f, n) for f, n in zip(forest, alone, strict=True))
     return {
         "title": "U-Net against the random forest from 1% scribbles",
         "setup": (f"{N}³ synthetic EM volumes of bench_segment (membranes, mitochondria, vesicles; blur σ=1, SNR 3; "
@@ -195,8 +240,10 @@ def run() -> dict:
                   "method trained on the scribbles and applied to the whole volume, defaults throughout. Peak memory: "
                   "training and prediction together, above the process's state with the input loaded."),
         "rows": rows,
-        "notes": ("Target of issue #4: U-Net Dice ≥ random forest — NOT met on membranes. U-Net vs forest (Dice) — "
-                  + summary + ". " + VARIANTS),
+        "notes": (f"Target of issue #4: U-Net Dice ≥ random forest — {'met' if met else 'NOT met'} by the U-Net "
+                  "taught by a forest (teacher: random_forest), on both classes and both phantoms: "
+                  + summary + ". Trained on the scribbles alone (teacher: None) it is not: " + summary_alone + ". "
+                  + TEACHER + " " + VARIANTS),
     }
 
 

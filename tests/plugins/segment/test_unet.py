@@ -11,7 +11,8 @@ import cellscape as cs
 
 torch = needed_modules("torch")
 
-SMALL = {"base_channels": 4, "depth": 2, "patch_voxels": 32, "batch_size": 4, "learning_rate": 0.01}
+# teacher None: most tests are about learning from the scribbles themselves (the forest teacher has its own tests)
+SMALL = {"base_channels": 4, "depth": 2, "patch_voxels": 32, "batch_size": 4, "learning_rate": 0.01, "teacher": None}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -240,7 +241,7 @@ def test_fine_tuning_starts_from_the_model(trained) -> None:
 def test_three_d_network_runs() -> None:
     volume, truth = disk_cell(nz=16, n=32)
     out = cs.method("segment.unet", dim=3, iterations=40, base_channels=4, depth=2, patch_voxels=16, batch_size=2,
-                    learning_rate=0.01)(volume, training_labels=scribbles(truth, 0.05))
+                    learning_rate=0.01, teacher=None)(volume, training_labels=scribbles(truth, 0.05))
     assert out["labels"].shape == volume.shape
     assert dice(out["labels"].data, truth, 2) > 0.9
 
@@ -298,7 +299,7 @@ def test_a_forest_teacher_gives_a_dense_unweighted_training() -> None:
     from cellscape_plugins.segment.unet import training_steps
 
     volume, truth = disk_cell()
-    unet = cs.method("segment.unet", teacher="random_forest", iterations=60, **SMALL)
+    unet = cs.method("segment.unet", iterations=60, **{**SMALL, "teacher": "random_forest"})
     out = unet(volume, training_labels=scribbles(truth, 0.02))
     meta = unet.model.meta
     assert meta["teacher"] == "random_forest" and meta["iterations"] == 60
@@ -306,8 +307,8 @@ def test_a_forest_teacher_gives_a_dense_unweighted_training() -> None:
     assert meta["class_prior"] == "training" and meta["volume_prior"] is None
     assert meta["training_prior"][1] == pytest.approx((truth == 2).mean(), abs=0.03)
     assert dice(out["labels"].data, truth, 2) > 0.9
-    assert training_steps(cs.method("segment.unet", teacher="random_forest").params) == 8000
-    assert training_steps(cs.method("segment.unet").params) == 1000
+    assert training_steps(cs.method("segment.unet").params) == 8000  # the default: taught by a forest
+    assert training_steps(cs.method("segment.unet", teacher=None).params) == 1000
 
 
 def test_an_unknown_teacher_is_refused() -> None:
