@@ -76,7 +76,8 @@ def obvious(labels: np.ndarray, shape: str) -> tuple:
 
     import pymeshlab
 
-    from cellscape_plugins.mesh.tetrahedralize import _Crashed, isolated, run_tetgen
+    from cellscape_plugins._isolated import ChildDied, isolated
+    from cellscape_plugins.mesh.tetrahedralize import run_tetgen
 
     start = time.perf_counter()
     vertices, triangles, offset = [], [], 0
@@ -95,7 +96,7 @@ def obvious(labels: np.ndarray, shape: str) -> tuple:
     try:  # in a child process: TetGen may abort on self-intersecting input
         points, tets = isolated(run_tetgen, (v, t.astype(np.int32), {}), TETGEN_TIMEOUT_S)
         outcome = "ok"
-    except (RuntimeError, ValueError, _Crashed) as exc:
+    except (RuntimeError, ValueError, ChildDied) as exc:
         points, tets = np.zeros((0, 3)), np.zeros((0, 4), np.int64)
         outcome = f"failed: {str(exc)[:80]}"
     stages = np.array([surfaced - start, time.perf_counter() - surfaced])
