@@ -185,8 +185,8 @@ VARIANTS = (
     "graded votes presumably let its EM prior place the edge. "
     "A 3D network is not the default: about 3-5x the training time for +0.01. The chunked row applies the same model "
     "chunk by chunk: its labels equal the whole-volume labels (the overlap-tile inference makes each voxel "
-    "independent of where tiles and chunks fall). Measured on the 2-core machine with the mesh benchmark running beside it "
-    "(load average about 2-3), so seconds are indicative; the forest and the U-Nets ran one after the other in "
+    "independent of where tiles and chunks fall). Measured on the 2-core machine with the mesh benchmark running beside "
+    "it for part of the run (load average 1-3), so seconds are indicative; the forest and the U-Nets ran one after the other in "
     "the same run."
 )
 
