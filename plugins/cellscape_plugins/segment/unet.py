@@ -118,7 +118,8 @@ class UNetParams:
     learning_rate: float = cs.param(3e-3, gt=0, le=1,
                                     help="peak AdamW step size of the one-cycle schedule (warm-up, then cosine decay)")
     class_weight: str | None = cs.param("balanced", choices=("balanced", None),
-                                        help="balanced: rare labeled classes weigh as much as common ones")
+                                        help="balanced: rare labeled classes weigh as much as common ones (with a teacher the "
+                                        "labels are dense and the loss is unweighted)")
     augment: bool = cs.param(True, help="flips, 90° in-plane rotations and intensity jitter")
     elastic: bool = cs.param(False, help="also a smooth random elastic deformation of training patches")
     class_prior: str = cs.param("mean", choices=("mean", "estimated", "training"),
@@ -128,7 +129,8 @@ class UNetParams:
                                 "predictions on it: mean: their mean (one EM step; a gentle correction that stays "
                                 "safe when the network is under-trained); estimated: EM to convergence (Saerens et "
                                 "al. 2002; exact for calibrated probabilities, but it over-corrects the soft ones of "
-                                "an under-trained network); training: no re-weighting")
+                                "an under-trained network); training: no re-weighting (always, with a teacher: the dense "
+                                "labels hold the volume's frequencies)")
     test_time_flips: bool = cs.param(True, help="average the predictions over the in-plane mirror images and "
                                      "transposes (8), and for a 2.5D network also over the context reversed in z (16)")
     teacher: str | None = cs.param("random_forest", choices=(None, "random_forest"),
@@ -236,7 +238,7 @@ class UNet(cs.Segmenter):
         values = training_classes(volume, training_labels, self.name)
         data = np.asarray(volume.data, np.float32)
         steps = training_steps(p)
-        if p.teacher is not None:
+        if p.teacher is not None and steps > 0:
             training_labels = distillation_labels(volume, training_labels, p.seed)
         if self.model is not None:
             meta = dict(self.model.meta)

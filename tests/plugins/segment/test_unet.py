@@ -314,3 +314,17 @@ def test_a_forest_teacher_gives_a_dense_unweighted_training() -> None:
 def test_an_unknown_teacher_is_refused() -> None:
     with pytest.raises(cs.InputError, match=r"segment.unet: parameter 'teacher': 'svm' is not one of None, 'random_forest'"):
         cs.method("segment.unet", teacher="svm")
+
+
+def test_zero_steps_with_a_model_trains_no_teacher(trained, monkeypatch) -> None:
+    from cellscape_plugins.segment import unet as unet_module
+
+    def no_forest(*args, **kwargs):
+        raise AssertionError("a teacher was trained for a network that does not train")
+
+    monkeypatch.setattr(unet_module, "distillation_labels", no_forest)
+    unet, volume, truth, _ = trained
+    same = cs.method("segment.unet", iterations=0, **{**SMALL, "teacher": "random_forest"})
+    same(volume, training_labels=scribbles(truth, 0.02), model=unet.model)
+    for name, array in unet.model.arrays.items():
+        np.testing.assert_array_equal(same.model.arrays[name], array)
