@@ -142,7 +142,7 @@ def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: 
 
 
 def point_to_surface(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray,
-                      chunk: int = 20000) -> np.ndarray:
+                     chunk: int = 20000) -> np.ndarray:
     """Exact distance from each point to the nearest triangle.
 
     The nearest vertex bounds the distance from above (u); a triangle with centroid c and largest
