@@ -5,6 +5,12 @@ movable corners within their stars: each such vertex tries a few candidate posit
 neighbours, seeded random offsets of a few sizes; when none helps, 640 more offsets, since a vertex between two
 slivers may only escape in a narrow cone) and takes the best one only when every tetrahedron around it stays
 positively oriented and the worst of them gets better. The connectivity never changes.
+
+Moving is not always enough: in a sheet a few tetrahedra thick, most corners lie on the surface and may not
+move, and a sliver's free corners can be pinned by their other tetrahedra (the thin pierced shell of the mesh
+benchmark kept slivers of 5.6° this way on two of five hole patterns). :func:`flip_slivers` then changes the
+connectivity instead, by 2-3 and 3-2 flips inside one region that keep every surface triangle
+(``mesh.tetrahedralize`` only: ``mesh.refine`` promises to keep its cuts).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import numpy as np
 
 from .._tetmesh import TET_FACES
 
-__all__ = ["remove_slivers", "tet_scores"]
+__all__ = ["flip_slivers", "remove_slivers", "tet_scores"]
 
 _FACE_PAIRS = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
 
@@ -127,3 +133,126 @@ def _best_place(corners: np.ndarray, here: np.ndarray, candidates: np.ndarray, m
     worst = tet_scores(trial, min_dihedral_deg, min_radius_ratio).min(axis=1)
     best = int(np.argmax(worst))
     return best, float(worst[best])
+
+
+def flip_slivers(points: np.ndarray, tets: np.ndarray, markers: np.ndarray, boundary: np.ndarray,
+                 min_dihedral_deg: float = 8.0, min_radius_ratio: float = 0.1,
+                 rounds: int = 4) -> tuple[np.ndarray, np.ndarray, int]:
+    """Remove poor tetrahedra by 2-3 and 3-2 flips, where moving vertices cannot (no corner is movable enough).
+
+    A poor tetrahedron is replaced together with a neighbour across one of its faces by three tetrahedra around
+    the edge joining their opposite corners (2-3 flip), or, when one of its edges lies in exactly three
+    tetrahedra, those three by two sharing the triangle of the edge's ring (3-2 flip). A flip is made only when
+    every tetrahedron involved has the same region marker, no face it removes is a boundary or interface
+    triangle, the new tetrahedra fill exactly the old ones' space (equal total volume, none flat), and the worst
+    quality among them is better than among the old ones. Points never move, so the surface, the markers and
+    every region's volume stay as they were.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 3)
+    tets : ndarray, shape (k, 4), int
+        Positively oriented tetrahedra.
+    markers : ndarray, shape (k,)
+        Region marker of each tetrahedron.
+    boundary : ndarray, shape (b, 3), int
+        Boundary and interface triangles, which every flip keeps.
+    min_dihedral_deg, min_radius_ratio : float
+        Targets: a tetrahedron below either is worked on.
+    rounds : int
+        Sweeps over the poor tetrahedra at most.
+
+    Returns
+    -------
+    tets : ndarray, shape (k', 4)
+        Positively oriented; k' = k + (2-3 flips) - (3-2 flips).
+    markers : ndarray, shape (k',)
+    flips : int
+        Number of flips made.
+    """
+    tets, markers = np.array(tets, np.int64), np.array(markers)
+    kept = {tuple(sorted(t)) for t in np.asarray(boundary, np.int64).tolist()}
+    flips = 0
+    for _ in range(rounds):
+        score = tet_scores(points[tets], min_dihedral_deg, min_radius_ratio)
+        poor = np.flatnonzero(score < 1)
+        if len(poor) == 0:
+            break
+        order = np.argsort(tets.ravel(), kind="stable")
+        starts = np.searchsorted(tets.ravel()[order], np.arange(len(points) + 1))
+        star_of = order // 4
+        touched = np.zeros(len(tets), bool)
+        removed: list[int] = []
+        added: list[np.ndarray] = []
+        added_markers: list[np.ndarray] = []
+
+        def around(*vertices: int, star_of: np.ndarray = star_of, starts: np.ndarray = starts) -> np.ndarray:
+            """The tetrahedra that have every one of ``vertices`` as a corner."""
+            common = star_of[starts[vertices[0]]:starts[vertices[0] + 1]]
+            for v in vertices[1:]:
+                common = np.intersect1d(common, star_of[starts[v]:starts[v + 1]])
+            return common
+
+        for t in poor[np.argsort(score[poor])]:
+            if touched[t]:
+                continue
+            best = None
+            corners = tets[t]
+            for i in range(4):  # 2-3: with the neighbour across the face opposite corner i
+                face = np.delete(corners, i)
+                if tuple(sorted(face.tolist())) in kept:
+                    continue
+                other = [s for s in around(*face) if s != t]
+                if len(other) != 1 or touched[other[0]] or markers[other[0]] != markers[t]:
+                    continue
+                s = other[0]
+                d, e = corners[i], int(np.setdiff1d(tets[s], face)[0])
+                new = np.array([[d, e, face[0], face[1]], [d, e, face[1], face[2]], [d, e, face[2], face[0]]])
+                best = _better(points, tets, [t, s], new, best, min_dihedral_deg, min_radius_ratio)
+            for a, b in _EDGE_PAIRS:  # 3-2: the edge (a, b) in exactly three tetrahedra
+                u, v = int(corners[a]), int(corners[b])
+                ring = around(u, v)
+                if len(ring) != 3 or touched[ring].any() or (markers[ring] != markers[t]).any():
+                    continue
+                others = np.setdiff1d(tets[ring].ravel(), [u, v])
+                if len(others) != 3 or any(tuple(sorted((u, v, int(w)))) in kept for w in others):
+                    continue
+                new = np.array([[*others, u], [*others, v]])
+                best = _better(points, tets, ring.tolist(), new, best, min_dihedral_deg, min_radius_ratio)
+            if best is not None:
+                old, new = best[1], best[2]
+                touched[old] = True
+                removed.extend(old)
+                added.append(new)
+                added_markers.append(np.full(len(new), markers[t]))
+                flips += 1
+        if not removed:
+            break
+        keep = np.ones(len(tets), bool)
+        keep[removed] = False
+        tets = np.concatenate([tets[keep], *added])
+        markers = np.concatenate([markers[keep], *added_markers])
+    return tets, markers, flips
+
+
+_EDGE_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+
+
+def _better(points: np.ndarray, tets: np.ndarray, old: list[int], new: np.ndarray, best: tuple | None,
+            min_dihedral_deg: float, min_radius_ratio: float) -> tuple | None:
+    """``(worst new score, old, new)`` when ``new`` (oriented here) fills ``old``'s space and beats it and ``best``."""
+    corners = points[new]
+    volume = np.einsum("ij,ij->i", corners[:, 1] - corners[:, 0],
+                       np.cross(corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 0])) / 6
+    old_corners = points[tets[old]]
+    old_volume = np.abs(np.einsum("ij,ij->i", old_corners[:, 1] - old_corners[:, 0],
+                                  np.cross(old_corners[:, 2] - old_corners[:, 0],
+                                           old_corners[:, 3] - old_corners[:, 0])) / 6).sum()
+    if (np.abs(volume) <= 1e-12 * old_volume).any() or abs(np.abs(volume).sum() - old_volume) > 1e-9 * old_volume:
+        return None  # a flat tetrahedron, or the new ones overlap or stick out: not the same space
+    new = np.where((volume < 0)[:, None], new[:, [0, 2, 1, 3]], new)
+    worst = tet_scores(points[new], min_dihedral_deg, min_radius_ratio).min()
+    before = tet_scores(old_corners, min_dihedral_deg, min_radius_ratio).min()
+    if worst <= before or (best is not None and worst <= best[0]):
+        return best
+    return worst, list(old), new

@@ -49,7 +49,7 @@ import cellscape as cs
 
 from .._isolated import ChildDied, isolated
 from ._edges import unique_edges
-from ._slivers import remove_slivers
+from ._slivers import flip_slivers, remove_slivers
 from .quality import tet_volumes
 
 
@@ -192,7 +192,7 @@ class TetrahedralizeParams:
     max_volume_per_region_nm3: dict[int, float] | None = cs.param(
         None, unit="nm^3", help="largest tetrahedron volume per region marker (TetGen region attributes)")
     optimize: bool = cs.param(True, help="sliver clean-up after TetGen: move interior vertices of tetrahedra "
-                              "below the quality targets")
+                              "below the quality targets, then 2-3 / 3-2 flips inside regions for those left")
     target_min_dihedral_deg: float = cs.param(8.0, ge=0, lt=70, unit="deg",
                                               help="quality target: warn when a tetrahedron has a smaller dihedral")
     target_min_radius_ratio: float = cs.param(0.1, ge=0, lt=1,
@@ -272,8 +272,13 @@ class Tetrahedralize(cs.Tetrahedralizer):
         markers = region_markers(points, tets, boundary, boundary_markers, names)
         if p.optimize:
             # aim a little above the targets, so they hold with a margin
-            points = remove_slivers(points, tets, np.arange(len(points)) >= n, 1.25 * p.target_min_dihedral_deg,
-                                    1.25 * p.target_min_radius_ratio)
+            aims = (1.25 * p.target_min_dihedral_deg, 1.25 * p.target_min_radius_ratio)
+            movable = np.arange(len(points)) >= n
+            points = remove_slivers(points, tets, movable, *aims)
+            # a sliver whose movable corners cannot escape (in a sheet a few tetrahedra thick, say) is flipped away
+            tets, markers, flips = flip_slivers(points, tets, markers, boundary, *aims)
+            if flips:
+                points = remove_slivers(points, tets, movable, *aims)
         if p.regions_to_mesh is not None:
             missing = sorted(set(p.regions_to_mesh) - set(np.unique(markers).tolist()))
             if missing:
