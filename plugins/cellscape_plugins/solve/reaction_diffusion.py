@@ -753,7 +753,38 @@ def output_schedule(p: Any) -> np.ndarray:
     return np.linspace(0.0, p.t_end_s, p.n_outputs)
 
 
-class ReactionDiffusion(PetscCollective, cs.Solver):
+class ModelSolver(PetscCollective, cs.Solver):
+    """What the solvers of a reaction–diffusion model share: their outputs, the stage calls, the discretization.
+
+    A subclass implements ``_results(mesh)``, returning ``{"fields", "probes", "steps"}``; its Params hold
+    ``model``, ``mass``, ``backend``, ``linear_method``, ``preconditioner``, ``linear_rtol`` and
+    ``petsc_options``.
+    """
+
+    outputs = {"fields": cs.Fields, "probes": cs.Table, "steps": cs.Table}
+
+    def run(self, **inputs: cs.Artefact) -> dict[str, cs.Artefact]:
+        return self._results(inputs["mesh"])  # type: ignore[arg-type]
+
+    def solve(self, mesh: cs.TetMesh) -> cs.Fields:
+        return self._results(mesh)["fields"]  # type: ignore[return-value]
+
+    def _results(self, mesh: cs.TetMesh) -> dict[str, cs.Artefact]:
+        raise NotImplementedError
+
+    def system(self, mesh: cs.TetMesh) -> DiscreteSystem:
+        """The discretized model on ``mesh``."""
+        p = self.params
+        try:
+            bound = bind_model(parse_model(p.model), mesh)
+            return DiscreteSystem(bound, lumped=p.mass == "lumped", backend=p.backend, method=p.linear_method,
+                                  preconditioner=p.preconditioner, linear_rtol=p.linear_rtol,
+                                  petsc_options=p.petsc_options)
+        except cs.InputError as exc:
+            raise type(exc)(f"{self.name}: {exc}") from exc
+
+
+class ReactionDiffusion(ModelSolver):
     """Reaction–diffusion of volume and membrane species: P1 FEM, BE/BDF2, Newton, SciPy or PETSc.
 
     Species live in regions (µM) or on marked boundaries (molecules/µm²);
@@ -770,24 +801,9 @@ class ReactionDiffusion(PetscCollective, cs.Solver):
     name = "solve.reaction_diffusion"
     version = "1"
     Params = ReactionDiffusionParams
-    outputs = {"fields": cs.Fields, "probes": cs.Table, "steps": cs.Table}
 
-    def run(self, **inputs: cs.Artefact) -> dict[str, cs.Artefact]:
-        return self.simulate(inputs["mesh"])  # type: ignore[arg-type]
-
-    def solve(self, mesh: cs.TetMesh) -> cs.Fields:
-        return self.simulate(mesh)["fields"]  # type: ignore[return-value]
-
-    def system(self, mesh: cs.TetMesh) -> DiscreteSystem:
-        """The discretized model on ``mesh``."""
-        p = self.params
-        try:
-            bound = bind_model(parse_model(p.model), mesh)
-            return DiscreteSystem(bound, lumped=p.mass == "lumped", backend=p.backend, method=p.linear_method,
-                                  preconditioner=p.preconditioner, linear_rtol=p.linear_rtol,
-                                  petsc_options=p.petsc_options)
-        except cs.InputError as exc:
-            raise type(exc)(f"{self.name}: {exc}") from exc
+    def _results(self, mesh: cs.TetMesh) -> dict[str, cs.Artefact]:
+        return self.simulate(mesh)
 
     def linear_form(self, mesh: cs.TetMesh) -> LinearForm:
         """The discretized model as a :class:`LinearForm` (assembly only, no time stepping).

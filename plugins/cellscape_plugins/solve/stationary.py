@@ -37,9 +37,9 @@ import numpy as np
 
 import cellscape as cs
 
-from ._linear import BACKENDS, METHODS, PRECONDITIONERS, PetscCollective
+from ._linear import BACKENDS, METHODS, PRECONDITIONERS
 from ._model import parse_model
-from .reaction_diffusion import DiscreteSystem, NewtonFailure, ReactionDiffusion, SolverDivergedError
+from .reaction_diffusion import DiscreteSystem, ModelSolver, NewtonFailure, SolverDivergedError
 
 __all__ = ["REJECT_GROWTH", "Stationary", "StationaryParams", "pseudo_transient"]
 
@@ -156,7 +156,7 @@ def pseudo_transient(system: DiscreteSystem, initial: np.ndarray, t: float, pseu
                      f"{norm / norm0:.3e} of the initial one")
 
 
-class Stationary(PetscCollective, cs.Solver):
+class Stationary(ModelSolver):
     """Steady state of a reaction–diffusion model (volume and membrane species): P1 FEM, Newton, SciPy or PETSc.
 
     Same model and outputs as ``solve.reaction_diffusion``: ``fields`` (one
@@ -167,17 +167,9 @@ class Stationary(PetscCollective, cs.Solver):
     name = "solve.stationary"
     version = "1"
     Params = StationaryParams
-    outputs = {"fields": cs.Fields, "probes": cs.Table, "steps": cs.Table}
 
-    def run(self, **inputs: cs.Artefact) -> dict[str, cs.Artefact]:
-        return self.steady_state(inputs["mesh"])  # type: ignore[arg-type]
-
-    def solve(self, mesh: cs.TetMesh) -> cs.Fields:
-        return self.steady_state(mesh)["fields"]  # type: ignore[return-value]
-
-    def system(self, mesh: cs.TetMesh) -> DiscreteSystem:
-        """The discretized model on ``mesh``."""
-        return ReactionDiffusion.system(self, mesh)  # type: ignore[arg-type]
+    def _results(self, mesh: cs.TetMesh) -> dict[str, cs.Artefact]:
+        return self.steady_state(mesh)
 
     def steady_state(self, mesh: cs.TetMesh) -> dict[str, cs.Artefact]:
         """Solve; return ``{"fields", "probes", "steps"}``.
