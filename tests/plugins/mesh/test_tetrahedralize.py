@@ -252,3 +252,32 @@ def test_a_script_without_a_main_guard_can_tetrahedralize(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("start") == 1  # the script ran once
     assert int(done.stdout.split()[-1]) > 100
+
+
+def pierced_shell(n: int = 64, holes: int = 8, seed: int = 3) -> np.ndarray:
+    """A 3-voxel-thick spherical shell of radius 0.4 n with ``holes`` round holes (9° half-angle)."""
+    z, y, x = np.mgrid[:n, :n, :n].astype(np.float32) - (n - 1) / 2
+    r = np.sqrt(z**2 + y**2 + x**2)
+    shell = (r > 0.4 * n - 1.5) & (r < 0.4 * n + 1.5)
+    directions = np.random.default_rng(seed).normal(size=(holes, 3))
+    for d in directions / np.linalg.norm(directions, axis=1, keepdims=True):
+        shell &= (z * d[0] + y * d[1] + x * d[2]) / np.maximum(r, 1e-6) < np.cos(np.radians(9.0))
+    return shell.astype(np.uint8)
+
+
+def test_flips_remove_the_slivers_of_a_thin_shell_that_moving_vertices_leave(monkeypatch) -> None:
+    from cellscape_plugins.mesh import tetrahedralize as module
+
+    surface = improved(cs.method("mesh.marching_cubes")(cs.Labels(pierced_shell(), {1: "envelope"}, 10.0)))
+    mesh = cs.method("mesh.tetrahedralize", isolate=False)(surface)
+    assert min_dihedral_deg(mesh.points, mesh.tetrahedra).min() >= 8.0
+    assert radius_ratios(mesh.points, mesh.tetrahedra).min() >= 0.1
+    assert len(mesh.boundary_triangles) == len(surface.triangles) and set(mesh.region_markers.tolist()) == {1}
+    assert tet_volumes(mesh.points, mesh.tetrahedra).sum() == pytest.approx(
+        signed_volume(surface.vertices, surface.triangles), rel=1e-9)
+    # measured: without the flips a 6.0° sliver stays on this shell (vertex moves alone cannot lift it)
+    monkeypatch.setattr(module, "flip_slivers", lambda points, tets, markers, *_: (tets, markers, 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        moved_only = cs.method("mesh.tetrahedralize", isolate=False)(surface)
+    assert min_dihedral_deg(moved_only.points, moved_only.tetrahedra).min() < 8.0
