@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OUTWARD_FACES", "TET_FACES", "exterior_faces", "row_keys"]
+__all__ = ["OUTWARD_FACES", "TET_EDGES", "TET_FACES", "TRIANGLE_EDGES", "exterior_faces", "row_keys", "vertex_stars"]
 
 # face i is the one opposite corner i
 TET_FACES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+# the six edges as corner pairs
+TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+# the three edges of a triangle (a face) as corner pairs
+TRIANGLE_EDGES = np.array([[0, 1], [1, 2], [0, 2]])
 # the same faces, each wound counter-clockwise seen from outside a positively oriented tetrahedron
 OUTWARD_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]])
 
@@ -26,6 +30,20 @@ def row_keys(rows: np.ndarray, n_points: int) -> np.ndarray:
             key = key * n_points + rows[:, column]
         return key
     return np.unique(rows, axis=0, return_inverse=True)[1].astype(np.int64).ravel()
+
+
+def vertex_stars(tetrahedra: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tetrahedra around each point: those of point v are ``around[starts[v]:starts[v + 1]]``.
+
+    Returns
+    -------
+    starts : ndarray (n_points + 1,) int64
+    around : ndarray (4 k,) int64
+        Tetrahedron indices, grouped by point.
+    """
+    flat = np.asarray(tetrahedra, np.int64).ravel()
+    order = np.argsort(flat, kind="stable")
+    return np.searchsorted(flat[order], np.arange(n_points + 1)), order // 4
 
 
 def exterior_faces(tetrahedra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._tetmesh import TET_FACES
+from .._tetmesh import TET_EDGES, TET_FACES, vertex_stars
+from .quality import tet_volumes
 
 __all__ = ["flip_slivers", "remove_slivers", "tet_scores"]
 
-_FACE_PAIRS = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+_FACE_PAIRS = TET_EDGES  # every pair of faces: as index pairs, the same six as the edges
 
 
 def tet_scores(corners: np.ndarray, min_dihedral_deg: float, min_radius_ratio: float) -> np.ndarray:
@@ -82,9 +83,7 @@ def remove_slivers(points: np.ndarray, tets: np.ndarray, movable: np.ndarray, mi
     """
     points = np.array(points, np.float64)
     rng = np.random.default_rng(seed)
-    order = np.argsort(tets.ravel(), kind="stable")
-    starts = np.searchsorted(tets.ravel()[order], np.arange(len(points) + 1))
-    star_of = order // 4
+    starts, star_of = vertex_stars(tets, len(points))
     directions = rng.normal(size=(32, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     scales = np.repeat([0.03, 0.08, 0.15, 0.3], 8)[:, None]
@@ -171,16 +170,16 @@ def flip_slivers(points: np.ndarray, tets: np.ndarray, markers: np.ndarray, boun
         Number of flips made.
     """
     tets, markers = np.array(tets, np.int64), np.array(markers)
-    kept = {tuple(sorted(t)) for t in np.asarray(boundary, np.int64).tolist()}
+    kept: set[tuple[int, ...]] | None = None  # the surface triangles, made only when some tetrahedron is poor
     flips = 0
     for _ in range(rounds):
         score = tet_scores(points[tets], min_dihedral_deg, min_radius_ratio)
         poor = np.flatnonzero(score < 1)
         if len(poor) == 0:
             break
-        order = np.argsort(tets.ravel(), kind="stable")
-        starts = np.searchsorted(tets.ravel()[order], np.arange(len(points) + 1))
-        star_of = order // 4
+        if kept is None:
+            kept = {tuple(sorted(t)) for t in np.asarray(boundary, np.int64).tolist()}
+        starts, star_of = vertex_stars(tets, len(points))
         touched = np.zeros(len(tets), bool)
         removed: list[int] = []
         added: list[np.ndarray] = []
@@ -209,7 +208,7 @@ def flip_slivers(points: np.ndarray, tets: np.ndarray, markers: np.ndarray, boun
                 d, e = corners[i], int(np.setdiff1d(tets[s], face)[0])
                 new = np.array([[d, e, face[0], face[1]], [d, e, face[1], face[2]], [d, e, face[2], face[0]]])
                 best = _better(points, tets, [t, s], new, best, min_dihedral_deg, min_radius_ratio)
-            for a, b in _EDGE_PAIRS:  # 3-2: the edge (a, b) in exactly three tetrahedra
+            for a, b in TET_EDGES:  # 3-2: the edge (a, b) in exactly three tetrahedra
                 u, v = int(corners[a]), int(corners[b])
                 ring = around(u, v)
                 if len(ring) != 3 or touched[ring].any() or (markers[ring] != markers[t]).any():
@@ -235,24 +234,17 @@ def flip_slivers(points: np.ndarray, tets: np.ndarray, markers: np.ndarray, boun
     return tets, markers, flips
 
 
-_EDGE_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
-
 
 def _better(points: np.ndarray, tets: np.ndarray, old: list[int], new: np.ndarray, best: tuple | None,
             min_dihedral_deg: float, min_radius_ratio: float) -> tuple | None:
     """``(worst new score, old, new)`` when ``new`` (oriented here) fills ``old``'s space and beats it and ``best``."""
-    corners = points[new]
-    volume = np.einsum("ij,ij->i", corners[:, 1] - corners[:, 0],
-                       np.cross(corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 0])) / 6
-    old_corners = points[tets[old]]
-    old_volume = np.abs(np.einsum("ij,ij->i", old_corners[:, 1] - old_corners[:, 0],
-                                  np.cross(old_corners[:, 2] - old_corners[:, 0],
-                                           old_corners[:, 3] - old_corners[:, 0])) / 6).sum()
+    volume = tet_volumes(points, new, signed=True)
+    old_volume = tet_volumes(points, tets[old]).sum()
     if (np.abs(volume) <= 1e-12 * old_volume).any() or abs(np.abs(volume).sum() - old_volume) > 1e-9 * old_volume:
         return None  # a flat tetrahedron, or the new ones overlap or stick out: not the same space
     new = np.where((volume < 0)[:, None], new[:, [0, 2, 1, 3]], new)
     worst = tet_scores(points[new], min_dihedral_deg, min_radius_ratio).min()
-    before = tet_scores(old_corners, min_dihedral_deg, min_radius_ratio).min()
+    before = tet_scores(points[tets[old]], min_dihedral_deg, min_radius_ratio).min()
     if worst <= before or (best is not None and worst <= best[0]):
         return best
     return worst, list(old), new

@@ -40,12 +40,10 @@ import numpy as np
 
 import cellscape as cs
 
-from .._tetmesh import TET_FACES
+from .._tetmesh import TET_EDGES, TET_FACES, TRIANGLE_EDGES
 from ._slivers import remove_slivers
+from .quality import tet_volumes
 
-# the six edges of a tetrahedron as corner pairs, and the three of a triangle
-_TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
-_TRIANGLE_EDGES = np.array([[0, 1], [1, 2], [0, 2]])
 # edge keys are ``low * _KEY_BASE + high``: one int64 per undirected edge, valid while points are added
 _KEY_BASE = np.int64(1) << 31
 
@@ -208,14 +206,14 @@ def refine(mesh: cs.TetMesh, tets_to_refine: np.ndarray | list[int], *, relax: b
     if not len(marked):
         return mesh
     midpoints = _Midpoints(np.asarray(mesh.points, np.float64))
-    new_tets, new_markers = _bisect_with_closure(tets, np.asarray(mesh.region_markers), _TET_EDGES, marked, midpoints,
+    new_tets, new_markers = _bisect_with_closure(tets, np.asarray(mesh.region_markers), TET_EDGES, marked, midpoints,
                                                  add_vertices=True)
     boundary = np.asarray(mesh.boundary_triangles, np.int64)
     boundary_markers = np.asarray(mesh.boundary_markers)
     if len(boundary):
-        first_cut = np.flatnonzero(_holds_edge(boundary, _TRIANGLE_EDGES, midpoints.keys,
+        first_cut = np.flatnonzero(_holds_edge(boundary, TRIANGLE_EDGES, midpoints.keys,
                                                midpoints.ends(midpoints.keys)))
-        boundary, boundary_markers = _bisect_with_closure(boundary, boundary_markers, _TRIANGLE_EDGES, first_cut,
+        boundary, boundary_markers = _bisect_with_closure(boundary, boundary_markers, TRIANGLE_EDGES, first_cut,
                                                           midpoints, add_vertices=False)
     points = midpoints.points
     if relax:
@@ -250,11 +248,6 @@ def _inside_regions(tets: np.ndarray, markers: np.ndarray, boundary: np.ndarray,
         unique, counts = np.unique(faces, axis=0, return_counts=True)
         movable[unique[counts == 1].ravel()] = False
     return movable
-
-
-def _volumes(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
-    a, b, c, d = (points[tets[:, i]] for i in range(4))
-    return np.einsum("ij,ij->i", b - a, np.cross(c - a, d - a)) / 6.0
 
 
 @attrs.frozen
@@ -304,12 +297,12 @@ class Refine(cs.Method):
             mesh = refine(mesh, table.columns["tet"], **options)  # type: ignore[attr-defined]
         if p.max_volume_nm3 is not None:
             for _ in range(p.max_rounds):
-                large = np.flatnonzero(_volumes(mesh.points, mesh.tetrahedra) > p.max_volume_nm3)
+                large = np.flatnonzero(tet_volumes(mesh.points, mesh.tetrahedra, signed=True) > p.max_volume_nm3)
                 if not len(large):
                     break
                 mesh = refine(mesh, large, **options)
             else:
-                if (_volumes(mesh.points, mesh.tetrahedra) > p.max_volume_nm3).any():
+                if (tet_volumes(mesh.points, mesh.tetrahedra, signed=True) > p.max_volume_nm3).any():
                     raise cs.InputError(f"mesh.refine: tetrahedra larger than max_volume_nm3={p.max_volume_nm3:g} "
                                         f"remain after max_rounds={p.max_rounds}; raise max_rounds")
         return {"mesh": mesh}

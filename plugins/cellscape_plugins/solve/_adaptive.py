@@ -61,7 +61,7 @@ import numpy as np
 
 import cellscape as cs
 
-from .._tetmesh import TET_FACES, row_keys
+from .._tetmesh import TET_EDGES, TET_FACES, TRIANGLE_EDGES, row_keys
 from ._p1 import assemble_p1, element_geometry
 
 if TYPE_CHECKING:
@@ -94,9 +94,6 @@ ENERGY_UNIT = "uM*um^1.5/s^0.5"
 Coefficient = float | Mapping[int, float] | np.ndarray
 #: a constant, a vectorized callable ``f(x, y, z)`` of coordinates in µm, or nodal values (n,)
 Data = float | Callable[..., Any] | np.ndarray
-
-_TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
-_TRIANGLE_EDGES = np.array([[0, 1], [1, 2], [0, 2]])
 
 
 # ------------------------------------------------------------------------------------------ problem data
@@ -547,7 +544,7 @@ def _indicators_squared(d: _Discrete, problem: StationaryProblem, u: np.ndarray)
     k = len(d.tets)
     grad_u = np.einsum("eid,ei->ed", d.gradients, u[d.tets])
     # element residual f − σ u_h (Δu_h = 0 on each tetrahedron)
-    weight_t = _weight(_longest_edge(d.points, d.tets, _TET_EDGES), d.diffusion, d.reaction)
+    weight_t = _weight(_longest_edge(d.points, d.tets, TET_EDGES), d.diffusion, d.reaction)
     squared = np.zeros(k)
     bary, weights = _tet_rule()
     for chunk in _chunks(k):
@@ -563,7 +560,7 @@ def _indicators_squared(d: _Discrete, problem: StationaryProblem, u: np.ndarray)
     jump = flux_out[a] + flux_out[b]
     diffusion_f = np.maximum(d.diffusion[a // 4], d.diffusion[b // 4])
     reaction_f = np.maximum(d.reaction[a // 4], d.reaction[b // 4])
-    h_f = _longest_edge(d.points, _face_nodes(d, a), _TRIANGLE_EDGES)
+    h_f = _longest_edge(d.points, _face_nodes(d, a), TRIANGLE_EDGES)
     face = _weight(h_f, diffusion_f, reaction_f) / np.sqrt(diffusion_f) * areas[a] * jump**2
     squared += 0.5 * (np.bincount(a // 4, weights=face, minlength=k) + np.bincount(b // 4, weights=face, minlength=k))
     # boundary faces that are not Dirichlet: g − α u_h − D ∂u_h/∂n (g = α = 0 where no condition is given)
@@ -572,7 +569,7 @@ def _indicators_squared(d: _Discrete, problem: StationaryProblem, u: np.ndarray)
     natural = ~np.isin(marker, dirichlet)
     faces, marker = boundary[natural], marker[natural]
     e = faces // 4
-    weight_f = _weight(_longest_edge(d.points, _face_nodes(d, faces), _TRIANGLE_EDGES), d.diffusion[e],
+    weight_f = _weight(_longest_edge(d.points, _face_nodes(d, faces), TRIANGLE_EDGES), d.diffusion[e],
                        d.reaction[e]) / np.sqrt(d.diffusion[e])
     integral = areas[faces] * flux_out[faces] ** 2
     tri_bary, tri_weights = _triangle_rule()
