@@ -237,9 +237,6 @@ class UNet(cs.Segmenter):
         p = self.params
         values = training_classes(volume, training_labels, self.name)
         data = np.asarray(volume.data, np.float32)
-        steps = training_steps(p)
-        if p.teacher is not None and steps > 0:
-            training_labels = distillation_labels(volume, training_labels, p.seed)
         if self.model is not None:
             meta = dict(self.model.meta)
             if meta["class_values"] != values:
@@ -251,6 +248,9 @@ class UNet(cs.Segmenter):
                     "base_channels": p.base_channels, "depth": p.depth, "class_values": values,
                     "class_names": {str(v): training_labels.class_names.get(v, f"class_{v}") for v in values},
                     "intensity_centre": centre, "intensity_scale": scale, "patch_voxels": p.patch_voxels}
+        steps = training_steps(p)
+        if p.teacher is not None and steps > 0:  # after every check: the forest takes a while
+            training_labels = distillation_labels(volume, training_labels, p.seed)
         target = np.full(training_labels.shape, -1, np.int64)
         for index, value in enumerate(values):
             target[training_labels.data == value] = index
@@ -515,9 +515,8 @@ def distillation_labels(volume: cs.Volume, scribbles: cs.Labels, seed: int = 0) 
     cellscape.Labels
         Every voxel labeled, with the scribbles' class names.
     """
-    forest = cs.method("segment.random_forest", seed=seed)
-    forest.fit(volume, scribbles)
-    labels = forest(volume)["labels"].data
+    # trained and applied in one stage call, which computes each chunk's features once for both
+    labels = cs.method("segment.random_forest", seed=seed)(volume, training_labels=scribbles)["labels"].data
     dense = np.where(scribbles.data > 0, scribbles.data, labels).astype(scribbles.data.dtype)
     return cs.Labels(dense, scribbles.class_names, scribbles.voxel_size_nm, scribbles.origin_nm)
 
