@@ -106,13 +106,6 @@ def obvious(labels: np.ndarray, shape: str) -> tuple:
     return v, t, np.asarray(points), np.asarray(tets), stages, outcome, None, None
 
 
-def euler_characteristic(triangles: np.ndarray) -> int:
-    """V - E + F of a triangle surface (2 - 2 genus for one closed surface)."""
-    t = np.asarray(triangles)
-    edges = np.unique(np.sort(np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]]), axis=1), axis=0)
-    return int(len(np.unique(t)) - len(edges) + len(t))
-
-
 def mask_contour(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """scikit-image marching cubes of a binary mask at 0.5: vertices (x, y, z) in nm in the labels' frame, triangles.
 
@@ -198,7 +191,7 @@ def run() -> dict:
                                                                           samples=20000) / VOXEL_NM,
                     "Hausdorff to mask [voxels]": q.hausdorff_distance(v, t, raw_v, raw_t, samples=20000) / VOXEL_NM,
                     "non-manifold edges": int(q.manifold_report(t)["non_manifold_edges"]),
-                    "Euler characteristic": euler_characteristic(t),
+                    "Euler characteristic": q.euler_characteristic(v, t),
                     "tets": len(k), "min dihedral [deg]": float(np.nanmin(dihedral)),
                     "min radius ratio": float(np.nanmin(ratio)), "peak memory [MB]": stats["peak_mb"],
                     "TetGen": outcome,
