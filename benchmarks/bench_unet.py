@@ -53,50 +53,41 @@ def _volume(image: np.ndarray):
     return cs.Volume(image, 4.0)
 
 
-def random_forest(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dict) -> np.ndarray:
+def _fit_and_apply(method, image: np.ndarray, scribbles: np.ndarray, timer: dict, save: str | None = None
+                   ) -> np.ndarray:
+    """Train ``method`` on the scribbles and label the whole volume, timing each part (and saving the model)."""
     import time
 
     import cellscape as cs
 
-    rf = cs.method("segment.random_forest")
     start = time.perf_counter()
-    rf.fit(_volume(image), cs.Labels(scribbles, {}, 4.0))
+    method.fit(_volume(image), cs.Labels(scribbles, {}, 4.0))
     timer["train"] = time.perf_counter() - start
+    if save is not None:
+        method.save(save)
     start = time.perf_counter()
-    labels = rf(_volume(image))["labels"].data
+    labels = method(_volume(image))["labels"].data
     timer["predict"] = time.perf_counter() - start
     return labels
+
+
+def random_forest(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dict) -> np.ndarray:
+    import cellscape as cs
+
+    return _fit_and_apply(cs.method("segment.random_forest"), image, scribbles, timer)
 
 
 def unet(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dict) -> np.ndarray:
-    import time
-
     import cellscape as cs
 
-    net = cs.method("segment.unet", teacher=None)
-    start = time.perf_counter()
-    net.fit(_volume(image), cs.Labels(scribbles, {}, 4.0))
-    timer["train"] = time.perf_counter() - start
-    net.save(job["model"])
-    start = time.perf_counter()
-    labels = net(_volume(image))["labels"].data
-    timer["predict"] = time.perf_counter() - start
-    return labels
+    return _fit_and_apply(cs.method("segment.unet", teacher=None), image, scribbles, timer, save=job["model"])
 
 
 def unet_teacher(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dict) -> np.ndarray:
-    import time
-
     import cellscape as cs
 
-    net = cs.method("segment.unet")  # its defaults: taught by a random forest
-    start = time.perf_counter()
-    net.fit(_volume(image), cs.Labels(scribbles, {}, 4.0))  # the forest's training and prediction included
-    timer["train"] = time.perf_counter() - start
-    start = time.perf_counter()
-    labels = net(_volume(image))["labels"].data
-    timer["predict"] = time.perf_counter() - start
-    return labels
+    # its defaults: taught by a random forest, whose training and prediction count as training time
+    return _fit_and_apply(cs.method("segment.unet"), image, scribbles, timer)
 
 
 def unet_chunked(image: np.ndarray, scribbles: np.ndarray, job: dict, timer: dict) -> np.ndarray:
